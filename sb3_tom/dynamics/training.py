@@ -1,0 +1,225 @@
+"""Training of the dynamics ensemble: bootstrapped, (optionally) weighted Gaussian NLL with holdout early stopping."""
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch as th
+
+from sb3_tom.dynamics.ensemble import GaussianEnsemble
+
+
+def gaussian_nll(mean: th.Tensor, logvar: th.Tensor, target: th.Tensor) -> th.Tensor:
+    """
+    Per-sample Gaussian negative log-likelihood (up to a constant), averaged over output dimensions.
+
+    :return: Tensor of shape ``mean.shape[:-1]``.
+    """
+    return ((mean - target) ** 2 * th.exp(-logvar) + logvar).mean(-1)
+
+
+def weighted_nll_loss(
+    mean: th.Tensor, logvar: th.Tensor, target: th.Tensor, sample_weight: Optional[th.Tensor] = None
+) -> th.Tensor:
+    """
+    ``mean_i w_i * nll_i`` over the last batch dimension, summed over ensemble members.
+
+    With ``sample_weight=None`` every weight is 1 (plain maximum likelihood).
+
+    :param mean: ``(members, batch, out)``
+    :param logvar: ``(members, batch, out)``
+    :param target: ``(members, batch, out)``
+    :param sample_weight: ``(members, batch)`` or ``(batch,)``
+    """
+    nll = gaussian_nll(mean, logvar, target)
+    if sample_weight is not None:
+        nll = nll * sample_weight
+    return nll.mean(-1).sum()
+
+
+@dataclass
+class FitResult:
+    """What one training round of the ensemble did."""
+
+    epochs: int
+    holdout_mse: float  # mean over elites
+    holdout_nll: float  # mean over elites
+    train_loss: float
+    seconds: float
+    elites: list[int]
+    member_holdout_mse: list[float]
+
+
+class EnsembleTrainer:
+    """
+    Fits a :class:`GaussianEnsemble` to transitions, MBPO style.
+
+    Each member trains on its own bootstrap of the training set (fixed for the round); a holdout split
+    (``holdout_ratio`` of the data, at most ``max_holdout``) drives early stopping: training stops once no
+    member improved its holdout MSE by more than ``improvement_threshold`` (relative) for ``patience``
+    epochs, and every member is restored to its best snapshot. The ``num_elites`` best members become the
+    elites.
+
+    :param ensemble: The model to train.
+    :param learning_rate: Adam learning rate.
+    :param batch_size: Minibatch size.
+    :param holdout_ratio: Fraction of the data held out.
+    :param max_holdout: Cap on the number of holdout transitions.
+    :param patience: Epochs without improvement before stopping.
+    :param max_epochs: Optional cap on the number of epochs of one round.
+    :param improvement_threshold: Relative holdout-MSE improvement that counts as progress.
+    """
+
+    def __init__(
+        self,
+        ensemble: GaussianEnsemble,
+        learning_rate: float = 1e-3,
+        batch_size: int = 256,
+        holdout_ratio: float = 0.2,
+        max_holdout: int = 5000,
+        patience: int = 5,
+        max_epochs: Optional[int] = None,
+        improvement_threshold: float = 0.01,
+    ) -> None:
+        self.ensemble = ensemble
+        self.optimizer = th.optim.Adam(ensemble.parameters(), lr=learning_rate)
+        self.batch_size = batch_size
+        self.holdout_ratio = holdout_ratio
+        self.max_holdout = max_holdout
+        self.patience = patience
+        self.max_epochs = max_epochs
+        self.improvement_threshold = improvement_threshold
+
+    @staticmethod
+    def make_targets(obs: th.Tensor, rewards: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
+        return th.cat([rewards.reshape(-1, 1), next_obs - obs], dim=-1)
+
+    @th.no_grad()
+    def _evaluate(
+        self, inputs: th.Tensor, targets: th.Tensor, weights: Optional[th.Tensor]
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Per-member (optionally weighted) holdout MSE and NLL."""
+        n_members = self.ensemble.ensemble_size
+        mean, logvar = self.ensemble(inputs.unsqueeze(0).expand(n_members, -1, -1))
+        mse = ((mean - targets) ** 2).mean(-1)
+        nll = gaussian_nll(mean, logvar, targets)
+        if weights is not None:
+            mse, nll = mse * weights, nll * weights
+        return mse.mean(-1), nll.mean(-1)
+
+    def fit(
+        self,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        rewards: th.Tensor,
+        next_obs: th.Tensor,
+        sample_weight: Optional[th.Tensor] = None,
+    ) -> FitResult:
+        """
+        Train on a set of transitions (all tensors on the ensemble's device).
+
+        :param sample_weight: Optional non-negative per-transition weights (``(n,)``): the NLL of each sample
+            is multiplied by its weight (weighted maximum likelihood); the holdout metrics are weighted too.
+            Weights are used as given (normalise them beforehand if you want mean 1).
+        """
+        start = time.perf_counter()
+        ensemble = self.ensemble
+        n_members = ensemble.ensemble_size
+        device = obs.device
+        n = obs.shape[0]
+        if sample_weight is not None:
+            sample_weight = sample_weight.reshape(-1).to(device=device, dtype=obs.dtype)
+            if sample_weight.shape[0] != n:
+                raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries for {n} transitions.")
+            if not bool(th.isfinite(sample_weight).all()) or bool((sample_weight < 0).any()):
+                raise ValueError("sample_weight must be finite and non-negative.")
+
+        raw_inputs = th.cat([obs, actions], dim=-1)
+        targets = self.make_targets(obs, rewards, next_obs)
+        n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
+        perm = th.randperm(n, device=device)
+        hold_idx, train_idx = perm[:n_holdout], perm[n_holdout:]
+        n_train = train_idx.shape[0]
+        if n_train == 0:
+            raise ValueError(f"Not enough transitions ({n}) to train the dynamics model.")
+
+        ensemble.fit_input_normalizer(raw_inputs[train_idx])
+        inputs = (raw_inputs - ensemble.input_mean) / ensemble.input_std
+        hold_inputs, hold_targets = inputs[hold_idx], targets[hold_idx]
+        hold_weights = None if sample_weight is None else sample_weight[hold_idx]
+
+        # Per-member bootstrap of the training set, fixed for this round
+        bootstrap = train_idx[th.randint(n_train, (n_members, n_train), device=device)]
+
+        best_mse, _ = self._evaluate(hold_inputs, hold_targets, hold_weights) if n_holdout > 0 else (None, None)
+        best_state = {k: v.detach().clone() for k, v in ensemble.state_dict().items()}
+        epochs_since_update = 0
+        epoch = 0
+        train_loss = float("nan")
+        member_axis = th.arange(n_members, device=device).unsqueeze(1)
+        while True:
+            epoch += 1
+            # One independent shuffle per member, no Python loop over members
+            order = th.argsort(th.rand(n_members, n_train, device=device), dim=1)
+            epoch_idx = bootstrap[member_axis, order]
+            losses = []
+            for start_b in range(0, n_train, self.batch_size):
+                idx = epoch_idx[:, start_b : start_b + self.batch_size]
+                mean, logvar = ensemble(inputs[idx])
+                weight = None if sample_weight is None else sample_weight[idx]
+                loss = weighted_nll_loss(mean, logvar, targets[idx], weight)
+                loss = loss + ensemble.logvar_bound_penalty() + ensemble.weight_decay_loss()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(loss.detach())
+            train_loss = float(th.stack(losses).mean())
+
+            if n_holdout == 0:
+                if self.max_epochs is None or epoch >= self.max_epochs:
+                    break
+                continue
+            mse, _ = self._evaluate(hold_inputs, hold_targets, hold_weights)
+            assert best_mse is not None
+            improved = (best_mse - mse) / best_mse.clamp_min(1e-12) > self.improvement_threshold
+            if bool(improved.any()):
+                best_mse = th.where(improved, mse, best_mse)
+                self._snapshot(best_state, improved)
+                epochs_since_update = 0
+            else:
+                epochs_since_update += 1
+            if epochs_since_update >= self.patience or (self.max_epochs is not None and epoch >= self.max_epochs):
+                break
+
+        if n_holdout > 0:
+            self._restore(best_state)
+            mse, nll = self._evaluate(hold_inputs, hold_targets, hold_weights)
+            elites = th.argsort(mse)[: ensemble.num_elites]
+        else:
+            mse = nll = th.full((n_members,), float("nan"), device=device)
+            elites = th.arange(ensemble.num_elites, device=device)
+        ensemble.elite_indices.copy_(th.sort(elites).values)
+        ensemble.trained.fill_(True)
+        return FitResult(
+            epochs=epoch,
+            holdout_mse=float(mse[elites].mean()),
+            holdout_nll=float(nll[elites].mean()),
+            train_loss=train_loss,
+            seconds=time.perf_counter() - start,
+            elites=ensemble.elite_indices.tolist(),
+            member_holdout_mse=mse.tolist(),
+        )
+
+    def _snapshot(self, best_state: dict[str, th.Tensor], improved: th.Tensor) -> None:
+        """Copy the current parameters of the improved members into ``best_state``."""
+        for name, param in self.ensemble.named_parameters():
+            if param.shape[0] == self.ensemble.ensemble_size:
+                mask = improved.view(-1, *([1] * (param.dim() - 1)))
+                best_state[name] = th.where(mask, param.detach(), best_state[name])
+            else:  # shared parameters (log-variance bounds): keep the latest
+                best_state[name] = param.detach().clone()
+
+    def _restore(self, best_state: dict[str, th.Tensor]) -> None:
+        with th.no_grad():
+            for name, param in self.ensemble.named_parameters():
+                param.copy_(best_state[name])

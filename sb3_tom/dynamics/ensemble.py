@@ -1,7 +1,8 @@
 """Probabilistic dynamics ensemble (the MBPO / PETS model) with all members in one batched matmul."""
 
+import itertools
 from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch as th
 from torch import nn
@@ -27,7 +28,7 @@ class EnsembleLinear(nn.Module):
         std = 1.0 / (2.0 * in_features**0.5)
         nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
 
-    def forward(self, x: th.Tensor, members: Optional[th.Tensor] = None) -> th.Tensor:
+    def forward(self, x: th.Tensor, members: th.Tensor | None = None) -> th.Tensor:
         """
         :param x: Input of shape ``(n_members, batch, in_features)``.
         :param members: Optional indices of the members to use (``n_members`` of them); all if None.
@@ -66,7 +67,7 @@ class GaussianEnsemble(nn.Module):
         ensemble_size: int = 7,
         num_elites: int = 5,
         hidden_sizes: Sequence[int] = (200, 200, 200, 200),
-        weight_decays: Optional[Sequence[float]] = None,
+        weight_decays: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if num_elites > ensemble_size or num_elites < 1:
@@ -74,9 +75,7 @@ class GaussianEnsemble(nn.Module):
         if weight_decays is None:
             weight_decays = DEFAULT_WEIGHT_DECAYS if len(hidden_sizes) == 4 else (5e-5,) * (len(hidden_sizes) + 1)
         if len(weight_decays) != len(hidden_sizes) + 1:
-            raise ValueError(
-                f"weight_decays needs one value per layer ({len(hidden_sizes) + 1}), got {len(weight_decays)}."
-            )
+            raise ValueError(f"weight_decays needs one value per layer ({len(hidden_sizes) + 1}), got {len(weight_decays)}.")
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.ensemble_size = ensemble_size
@@ -85,7 +84,7 @@ class GaussianEnsemble(nn.Module):
         self.input_dim = obs_dim + action_dim
         self.output_dim = obs_dim + 1
         sizes = [self.input_dim, *hidden_sizes]
-        self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in itertools.pairwise(sizes))
         self.output_layer = EnsembleLinear(ensemble_size, sizes[-1], 2 * self.output_dim)
         self.max_logvar = nn.Parameter(th.full((1, 1, self.output_dim), 0.5))
         self.min_logvar = nn.Parameter(th.full((1, 1, self.output_dim), -10.0))
@@ -110,7 +109,7 @@ class GaussianEnsemble(nn.Module):
         return (th.cat([obs, actions], dim=-1) - self.input_mean) / self.input_std
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: th.Tensor, members: Optional[th.Tensor] = None) -> GaussianPrediction:
+    def forward(self, x: th.Tensor, members: th.Tensor | None = None) -> GaussianPrediction:
         """
         :param x: Standardised inputs, shape ``(n_members, batch, input_dim)``.
         :param members: Indices of the members to evaluate (``n_members`` of them), all if None.
@@ -134,12 +133,10 @@ class GaussianEnsemble(nn.Module):
 
     def weight_decay_loss(self) -> th.Tensor:
         layers = [*self.layers, self.output_layer]
-        return sum(decay * 0.5 * (layer.weight**2).sum() for decay, layer in zip(self.weight_decays, layers))  # type: ignore[return-value]
+        return sum(decay * 0.5 * (layer.weight**2).sum() for decay, layer in zip(self.weight_decays, layers, strict=False))  # type: ignore[return-value]
 
     @th.no_grad()
-    def sample(
-        self, obs: th.Tensor, actions: th.Tensor, deterministic: bool = False
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def sample(self, obs: th.Tensor, actions: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor]:
         """
         Sample next observations and rewards, using one random elite member per sample.
 

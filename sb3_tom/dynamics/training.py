@@ -2,7 +2,6 @@
 
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import torch as th
 
@@ -19,7 +18,7 @@ def gaussian_nll(mean: th.Tensor, logvar: th.Tensor, target: th.Tensor) -> th.Te
 
 
 def weighted_nll_loss(
-    mean: th.Tensor, logvar: th.Tensor, target: th.Tensor, sample_weight: Optional[th.Tensor] = None
+    mean: th.Tensor, logvar: th.Tensor, target: th.Tensor, sample_weight: th.Tensor | None = None
 ) -> th.Tensor:
     """
     ``mean_i w_i * nll_i`` over the last batch dimension, summed over ensemble members.
@@ -78,7 +77,7 @@ class EnsembleTrainer:
         holdout_ratio: float = 0.2,
         max_holdout: int = 5000,
         patience: int = 5,
-        max_epochs: Optional[int] = None,
+        max_epochs: int | None = None,
         improvement_threshold: float = 0.01,
     ) -> None:
         self.ensemble = ensemble
@@ -95,9 +94,7 @@ class EnsembleTrainer:
         return th.cat([rewards.reshape(-1, 1), next_obs - obs], dim=-1)
 
     @th.no_grad()
-    def _evaluate(
-        self, inputs: th.Tensor, targets: th.Tensor, weights: Optional[th.Tensor]
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def _evaluate(self, inputs: th.Tensor, targets: th.Tensor, weights: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
         """Per-member (optionally weighted) holdout MSE and NLL."""
         n_members = self.ensemble.ensemble_size
         mean, logvar = self.ensemble(inputs.unsqueeze(0).expand(n_members, -1, -1))
@@ -113,7 +110,7 @@ class EnsembleTrainer:
         actions: th.Tensor,
         rewards: th.Tensor,
         next_obs: th.Tensor,
-        sample_weight: Optional[th.Tensor] = None,
+        sample_weight: th.Tensor | None = None,
     ) -> FitResult:
         """
         Train on a set of transitions (all tensors on the ensemble's device).
@@ -150,6 +147,8 @@ class EnsembleTrainer:
 
         # Per-member bootstrap of the training set, fixed for this round
         bootstrap = train_idx[th.randint(n_train, (n_members, n_train), device=device)]
+        self.last_bootstrap = bootstrap
+        self.last_holdout = hold_idx
 
         best_mse, _ = self._evaluate(hold_inputs, hold_targets, hold_weights) if n_holdout > 0 else (None, None)
         best_state = {k: v.detach().clone() for k, v in ensemble.state_dict().items()}

@@ -1,0 +1,41 @@
+# sb3-tom: `make train` trains the main agent, `make test` runs the test suite. Both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENV ?= HalfCheetah-v4
+STEPS ?= 30000
+ALGO ?= mbpo_tom
+SEED ?= 0
+LOGDIR ?= logs
+
+.PHONY: venv train test lint format clean bench
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[tests]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+train: venv
+	$(PY) examples/train.py --algo $(ALGO) --env $(ENV) --steps $(STEPS) --seed $(SEED) --log-dir $(LOGDIR)
+
+test: venv
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy sb3_tom
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv
+	$(PY) benchmarks/throughput.py --quick
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

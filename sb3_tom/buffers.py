@@ -1,0 +1,225 @@
+"""Buffers of model-based training: the model-rollout buffer, views of the real replay buffer, mixed batches."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+
+@dataclass
+class Transitions:
+    """A batch of transitions as tensors; ``terminated`` excludes time-limit truncations."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    rewards: th.Tensor  # (n,)
+    next_observations: th.Tensor
+    terminated: th.Tensor  # (n,) float 0/1
+
+    def __len__(self) -> int:
+        return self.observations.shape[0]
+
+    def index(self, idx: th.Tensor) -> "Transitions":
+        return Transitions(
+            self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx], self.terminated[idx]
+        )
+
+
+def real_buffer_size(buffer: ReplayBuffer) -> int:
+    """Number of transitions stored in an SB3 replay buffer."""
+    return buffer.buffer_size if buffer.full else buffer.pos
+
+
+def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.ndarray | None = None) -> Transitions:
+    """
+    Transitions of an SB3 ``ReplayBuffer`` (single env) as tensors, in storage order (or at ``indices``).
+
+    Time-limit truncations are not terminals: ``terminated = dones * (1 - timeouts)``.
+    """
+    if buffer.n_envs != 1:
+        raise ValueError("Only single-environment replay buffers are supported.")
+    if indices is None:
+        indices = np.arange(real_buffer_size(buffer))
+    obs = buffer.observations[indices, 0]
+    if buffer.optimize_memory_usage:
+        next_obs = buffer.observations[(indices + 1) % buffer.buffer_size, 0]
+    else:
+        next_obs = buffer.next_observations[indices, 0]
+    terminated = buffer.dones[indices, 0] * (1.0 - buffer.timeouts[indices, 0])
+
+    def to_tensor(array: np.ndarray) -> th.Tensor:
+        return th.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+
+    return Transitions(
+        to_tensor(obs.reshape(len(indices), -1)),
+        to_tensor(buffer.actions[indices, 0].reshape(len(indices), -1)),
+        to_tensor(buffer.rewards[indices, 0]),
+        to_tensor(next_obs.reshape(len(indices), -1)),
+        to_tensor(terminated),
+    )
+
+
+def chronological_indices(buffer: ReplayBuffer) -> np.ndarray:
+    """Storage indices of an SB3 replay buffer ordered from oldest to newest transition."""
+    if buffer.full:
+        return (np.arange(buffer.buffer_size) + buffer.pos) % buffer.buffer_size
+    return np.arange(buffer.pos)
+
+
+class ModelReplayBuffer:
+    """
+    Preallocated circular buffer of model-generated transitions, stored as tensors on ``device``.
+
+    :param capacity: Maximum number of transitions.
+    :param obs_dim: Observation size.
+    :param action_dim: Action size.
+    :param device: Torch device of the storage.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: th.device | str = "cpu") -> None:
+        if capacity < 1:
+            raise ValueError(f"Model buffer capacity must be positive, got {capacity}.")
+        self.capacity = capacity
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.device = th.device(device)
+        # One row per transition: obs | action | reward | next_obs | terminated
+        self._width = 2 * obs_dim + action_dim + 2
+        self.storage = th.zeros(capacity, self._width, device=self.device)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, transitions: Transitions) -> None:
+        """Append a batch of transitions (overwriting the oldest when full)."""
+        rows = th.cat(
+            [
+                transitions.observations,
+                transitions.actions,
+                transitions.rewards.reshape(-1, 1),
+                transitions.next_observations,
+                transitions.terminated.reshape(-1, 1),
+            ],
+            dim=1,
+        ).to(self.device)
+        n = rows.shape[0]
+        if n == 0:
+            return
+        if n >= self.capacity:
+            rows = rows[-self.capacity :]
+            n = self.capacity
+        end = self.pos + n
+        if end <= self.capacity:
+            self.storage[self.pos : end] = rows
+        else:
+            first = self.capacity - self.pos
+            self.storage[self.pos :] = rows[:first]
+            self.storage[: n - first] = rows[first:]
+        self.pos = end % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def _split(self, rows: th.Tensor) -> Transitions:
+        o, a = self.obs_dim, self.action_dim
+        return Transitions(
+            rows[:, :o],
+            rows[:, o : o + a],
+            rows[:, o + a],
+            rows[:, o + a + 1 : 2 * o + a + 1],
+            rows[:, -1],
+        )
+
+    def sample_rows(self, n: int) -> th.Tensor:
+        """``n`` uniformly sampled stored rows (with replacement)."""
+        if self.size == 0:
+            raise ValueError("The model buffer is empty.")
+        return self.storage[th.randint(self.size, (n,), device=self.device)]
+
+    def sample(self, n: int) -> Transitions:
+        return self._split(self.sample_rows(n))
+
+    def all(self) -> Transitions:
+        """Every stored transition, oldest first."""
+        if self.size < self.capacity:
+            return self._split(self.storage[: self.size])
+        return self._split(th.cat([self.storage[self.pos :], self.storage[: self.pos]]))
+
+    def resized(self, capacity: int) -> "ModelReplayBuffer":
+        """A new buffer of ``capacity`` holding the most recent transitions of this one."""
+        new = ModelReplayBuffer(capacity, self.obs_dim, self.action_dim, self.device)
+        if self.size > 0:
+            new.add(self.all())
+        return new
+
+
+class MixedBatchSampler:
+    """
+    Replay-buffer stand-in whose ``sample`` returns SAC batches with exactly ``n_real`` real transitions and
+    ``batch_size - n_real`` model transitions (all real while the model buffer is empty).
+
+    :param real_buffer: The SB3 replay buffer of real transitions.
+    :param model_buffer: The model-rollout buffer.
+    :param real_ratio: Fraction of real transitions in each batch (rounded to an integer count).
+    """
+
+    def __init__(self, real_buffer: ReplayBuffer, model_buffer: ModelReplayBuffer, real_ratio: float) -> None:
+        self.real_buffer = real_buffer
+        self.model_buffer = model_buffer
+        self.real_ratio = real_ratio
+
+    def n_real(self, batch_size: int) -> int:
+        if len(self.model_buffer) == 0:
+            return batch_size
+        return round(self.real_ratio * batch_size)
+
+    def sample(self, batch_size: int, env: object | None = None) -> ReplayBufferSamples:
+        n_real = self.n_real(batch_size)
+        device = self.model_buffer.device
+        real_idx = np.random.randint(0, real_buffer_size(self.real_buffer), size=n_real)
+        real = real_transitions(self.real_buffer, device, real_idx)
+        if n_real < batch_size:
+            model = self.model_buffer.sample(batch_size - n_real)
+            real = Transitions(
+                th.cat([real.observations, model.observations]),
+                th.cat([real.actions, model.actions]),
+                th.cat([real.rewards, model.rewards]),
+                th.cat([real.next_observations, model.next_observations]),
+                th.cat([real.terminated, model.terminated]),
+            )
+        return ReplayBufferSamples(
+            observations=real.observations,
+            actions=real.actions,
+            next_observations=real.next_observations,
+            dones=real.terminated.reshape(-1, 1),
+            rewards=real.rewards.reshape(-1, 1),
+        )
+
+    def sample_many(self, n_batches: int, batch_size: int, env: object | None = None) -> ReplayBufferSamples:
+        """
+        ``n_batches`` independent batches drawn like ``sample`` (each with ``n_real`` real transitions first), in one
+        go: every tensor has a leading ``n_batches`` axis (``dones`` and ``rewards`` are ``(n_batches, batch_size, 1)``).
+        """
+        n_real = self.n_real(batch_size)
+        n_model = batch_size - n_real
+        device = self.model_buffer.device
+        real_idx = np.random.randint(0, real_buffer_size(self.real_buffer), size=n_batches * n_real)
+        real = real_transitions(self.real_buffer, device, real_idx)
+        model = self.model_buffer.sample(n_batches * n_model) if n_model > 0 else None
+
+        def stack(real_part: th.Tensor, model_part: th.Tensor | None) -> th.Tensor:
+            width = real_part.shape[1] if real_part.dim() == 2 else 1
+            real_part = real_part.reshape(n_batches, n_real, width)
+            if model_part is None:
+                return real_part
+            return th.cat([real_part, model_part.reshape(n_batches, n_model, width)], dim=1)
+
+        return ReplayBufferSamples(
+            observations=stack(real.observations, None if model is None else model.observations),
+            actions=stack(real.actions, None if model is None else model.actions),
+            next_observations=stack(real.next_observations, None if model is None else model.next_observations),
+            dones=stack(real.terminated, None if model is None else model.terminated),
+            rewards=stack(real.rewards, None if model is None else model.rewards),
+        )

@@ -1,0 +1,1 @@
+"""Learned dynamics: the probabilistic ensemble, its training, model rollouts and termination functions."""

@@ -1,0 +1,3 @@
+from sb3_tom.mbpo.mbpo import MBPO
+
+__all__ = ["MBPO"]

@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.dynamics.training import EnsembleTrainer, gaussian_nll, weighted_nll_loss
+
+
+def make_data(n: int, seed: int = 0, noise: float = 0.05):
+    gen = th.Generator().manual_seed(seed)
+    obs = th.rand(n, 2, generator=gen) * 4 - 2
+    act = th.rand(n, 1, generator=gen) * 2 - 1
+    delta = th.stack([th.sin(2 * obs[:, 0]) * act[:, 0], th.cos(obs[:, 1])], dim=1)
+    reward = obs[:, 0] * obs[:, 1]
+    next_obs = obs + delta + noise * th.randn(n, 2, generator=gen)
+    reward = reward + noise * th.randn(n, generator=gen)
+    return obs, act, reward, next_obs
+
+
+def small_ensemble(seed: int = 0, **kwargs) -> GaussianEnsemble:
+    th.manual_seed(seed)
+    return GaussianEnsemble(2, 1, ensemble_size=kwargs.pop("ensemble_size", 5), num_elites=3, hidden_sizes=(64, 64), **kwargs)
+
+
+def test_ensemble_fits_nonlinear_function():
+    obs, act, rew, next_obs = make_data(4000)
+    th.manual_seed(0)
+    ens = GaussianEnsemble(2, 1, ensemble_size=5, num_elites=3, hidden_sizes=(128, 128))
+    trainer = EnsembleTrainer(ens, batch_size=128, learning_rate=3e-3, patience=10, max_epochs=200)
+    result = trainer.fit(obs, act, rew, next_obs)
+    # the noise variance is 0.0025: the elites' holdout MSE gets within 2x of it
+    assert result.holdout_mse < 0.005, result
+    # and on fresh data, through the sampling API with the predicted mean
+    t_obs, t_act, t_rew, t_next = make_data(1000, seed=1, noise=0.0)
+    pred_next, pred_rew = ens.sample(t_obs, t_act, deterministic=True)
+    assert th.mean((pred_next - t_next) ** 2) < 0.005
+    assert th.mean((pred_rew - t_rew) ** 2) < 0.005
+    # learned variance is close to the noise level (log 0.0025 = -6)
+    _, logvar = ens.predict_all(t_obs, t_act)
+    assert -8.0 < float(logvar[ens.elite_indices].mean()) < -4.0
+
+
+def test_bootstrap_is_per_member_and_holdout_disjoint():
+    obs, act, rew, next_obs = make_data(1000)
+    ens = small_ensemble()
+    trainer = EnsembleTrainer(ens, max_epochs=1)
+    trainer.fit(obs, act, rew, next_obs)
+    boot = trainer.last_bootstrap
+    hold = set(trainer.last_holdout.tolist())
+    assert boot.shape == (5, 800) and len(hold) == 200
+    # sampled with replacement: about 63% unique per member, and members differ
+    unique_fracs = [len(set(row.tolist())) / 800 for row in boot]
+    assert all(0.55 < f < 0.72 for f in unique_fracs)
+    assert not th.equal(boot[0], boot[1])
+    assert all(hold.isdisjoint(row.tolist()) for row in boot)
+
+
+def test_holdout_capped():
+    obs, act, rew, next_obs = make_data(1000)
+    trainer = EnsembleTrainer(small_ensemble(), max_epochs=1, max_holdout=50)
+    trainer.fit(obs, act, rew, next_obs)
+    assert len(trainer.last_holdout) == 50
+
+
+def test_elites_are_best_members_and_best_snapshots_restored():
+    obs, act, rew, next_obs = make_data(2000)
+    ens = small_ensemble()
+    trainer = EnsembleTrainer(ens, max_epochs=30)
+    result = trainer.fit(obs, act, rew, next_obs)
+    mse = np.array(result.member_holdout_mse)
+    assert sorted(result.elites) == sorted(np.argsort(mse)[:3].tolist())
+    assert ens.elite_indices.tolist() == sorted(result.elites)
+    assert result.holdout_mse == pytest.approx(mse[result.elites].mean(), rel=1e-5)
+    # Sabotage member 0 so that it is the worst, retrain for one epoch: restoring best snapshots keeps
+    # the trained members' quality and member 0 stops being an elite.
+    with th.no_grad():
+        for layer in ens.layers:
+            layer.weight[0].normal_(0, 5.0)
+    result2 = EnsembleTrainer(ens, max_epochs=1).fit(obs, act, rew, next_obs)
+    assert 0 not in result2.elites
+
+
+def test_weighted_nll_matches_formula():
+    th.manual_seed(0)
+    mean, logvar, target = th.randn(3, 16, 4), th.randn(3, 16, 4), th.randn(3, 16, 4)
+    weight = th.rand(16) * 3
+    expected = 0.0
+    for m in range(3):
+        per_sample = ((mean[m] - target[m]) ** 2 * th.exp(-logvar[m]) + logvar[m]).mean(dim=1)
+        expected += float((weight * per_sample).sum() / 16)
+    assert float(weighted_nll_loss(mean, logvar, target, weight)) == pytest.approx(expected, rel=1e-5)
+    # unit weights reduce to plain maximum likelihood
+    assert float(weighted_nll_loss(mean, logvar, target, th.ones(16))) == pytest.approx(
+        float(weighted_nll_loss(mean, logvar, target)), rel=1e-6
+    )
+    assert gaussian_nll(mean, logvar, target).shape == (3, 16)
+
+
+def test_sample_weight_validation():
+    obs, act, rew, next_obs = make_data(100)
+    trainer = EnsembleTrainer(small_ensemble(), max_epochs=1)
+    with pytest.raises(ValueError, match="entries"):
+        trainer.fit(obs, act, rew, next_obs, sample_weight=th.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        trainer.fit(obs, act, rew, next_obs, sample_weight=-th.ones(100))
+
+
+def test_sample_uses_only_elites_and_covers_every_sample():
+    ens = small_ensemble()
+    with th.no_grad():  # make each member output a constant equal to its index
+        for layer in [*ens.layers, ens.output_layer]:
+            layer.weight.zero_()
+        ens.output_layer.bias.zero_()
+        ens.output_layer.bias[:, :, 0] = th.arange(5.0).view(5, 1)
+    ens.elite_indices.copy_(th.tensor([1, 3, 4]))
+    obs, act = th.zeros(101, 2), th.zeros(101, 1)
+    _, reward = ens.sample(obs, act, deterministic=True)
+    values = set(reward.tolist())
+    assert values <= {1.0, 3.0, 4.0} and len(values) == 3
+
+
+def test_normaliser_saved_in_state_dict():
+    ens = small_ensemble()
+    obs, act, rew, next_obs = make_data(500)
+    EnsembleTrainer(ens, max_epochs=1).fit(obs, act, rew, next_obs)
+    state = ens.state_dict()
+    assert {"input_mean", "input_std", "elite_indices", "max_logvar", "min_logvar"} <= set(state)
+    fresh = small_ensemble(seed=1)
+    fresh.load_state_dict(state)
+    a, _ = ens.predict_all(obs[:10], act[:10])
+    b, _ = fresh.predict_all(obs[:10], act[:10])
+    assert th.allclose(a, b)

@@ -146,7 +146,7 @@ def test_mixed_sampler_sample_many():
     obs_space = gym.spaces.Box(-10, 10, (OBS_DIM,), np.float32)
     act_space = gym.spaces.Box(-1, 1, (ACT_DIM,), np.float32)
     real = ReplayBuffer(100, obs_space, act_space, device="cpu")
-    for i in range(30):
+    for _ in range(30):
         obs = np.full((1, OBS_DIM), 1.0, dtype=np.float32)
         real.add(obs, obs, np.zeros((1, ACT_DIM)), np.array([1.0]), np.array([False]), [{}])
     model = ModelReplayBuffer(50, OBS_DIM, ACT_DIM)

@@ -7,8 +7,8 @@ import torch as th
 
 from sb3_tom.buffers import ModelReplayBuffer, Transitions
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.dynamics.termination import TerminationFn
 
-TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 ActionSampler = Callable[[th.Tensor], th.Tensor]
 
 

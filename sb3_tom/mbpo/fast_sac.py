@@ -173,10 +173,11 @@ def fast_sac_train(model: SAC, gradient_steps: int, batch_size: int, buffer: Bat
 
     else:
         action_log_prob = actor.action_log_prob
-    actor_params = [p for p in actor.parameters() if p.requires_grad]
-    critic_params = list(critic.parameters())
-    target_params = list(critic_target.parameters())
-    bn_params, bn_target = list(model.batch_norm_stats), list(model.batch_norm_stats_target)
+    actor_params = [p for group in actor.optimizer.param_groups for p in group["params"] if p.requires_grad]
+    critic_params: list[th.Tensor] = list(critic.parameters())
+    target_params: list[th.Tensor] = list(critic_target.parameters())
+    bn_params: list[th.Tensor] = list(model.batch_norm_stats)
+    bn_target: list[th.Tensor] = list(model.batch_norm_stats_target)
     tau = model.tau
 
     batches = sample_batches(buffer, gradient_steps, batch_size, model._vec_normalize_env)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.noise import ActionNoise
@@ -28,8 +29,8 @@ from sb3_tom.buffers import (
     real_transitions,
 )
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
-from sb3_tom.dynamics.model_env import TerminationFn, branched_rollout
-from sb3_tom.dynamics.termination import LearnedTermination, get_termination_fn
+from sb3_tom.dynamics.model_env import branched_rollout
+from sb3_tom.dynamics.termination import LearnedTermination, TerminationFn, get_termination_fn
 from sb3_tom.dynamics.training import EnsembleTrainer, FitResult
 from sb3_tom.mbpo.fast_sac import fast_sac_train
 from sb3_tom.mbpo.schedule import RolloutLength, rollout_length_at, validate_rollout_length
@@ -167,6 +168,9 @@ class MBPO(SAC):
                 f"Policy {policy!r} is not supported by {type(self).__name__}: use 'MlpPolicy' "
                 "(flat Box observations; wrap Dict observations with gymnasium.wrappers.FlattenObservation)."
             )
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            self._check_env(env)
         self.env_id = _env_id(env)
         self.model_train_freq = model_train_freq
         self.rollout_batch_size = rollout_batch_size
@@ -217,8 +221,6 @@ class MBPO(SAC):
             device=device,
             _init_setup_model=False,
         )
-        if self.env is not None:
-            self._check_env(self.env)
         if _init_setup_model:
             self._setup_model()
 
@@ -261,9 +263,9 @@ class MBPO(SAC):
             "termination_fn must be a callable (obs, action, next_obs) -> bool tensor.",
         )
 
-    def _check_env(self, env: VecEnv) -> None:
+    def _check_env(self, env: GymEnv) -> None:
         name = type(self).__name__
-        if env.num_envs != 1:
+        if isinstance(env, VecEnv) and env.num_envs != 1:
             raise ValueError(f"{name} supports a single environment (n_envs=1), got {env.num_envs}.")
         if not isinstance(env.action_space, spaces.Box):
             raise ValueError(

@@ -1,0 +1,297 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+
+from sb3_tom import MBPO
+from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
+from sb3_tom.mbpo.schedule import rollout_length_at
+
+# Tiny settings so that a few hundred steps run in seconds
+FAST = dict(
+    learning_starts=100,
+    gradient_steps=1,
+    batch_size=64,
+    model_train_freq=100,
+    rollout_batch_size=200,
+    ensemble_size=3,
+    num_elites=2,
+    dynamics_hidden_sizes=[32, 32],
+    model_max_epochs=5,
+)
+
+
+def fast_mbpo(env="Pendulum-v1", **kwargs):
+    params = {**FAST, **kwargs}
+    return MBPO("MlpPolicy", env, **params)
+
+
+def transitions(n, obs_dim, act_dim, value):
+    return Transitions(
+        th.full((n, obs_dim), float(value)),
+        th.full((n, act_dim), float(value)),
+        th.full((n,), float(value)),
+        th.full((n, obs_dim), float(value)),
+        th.zeros(n),
+    )
+
+
+# ---------------------------------------------------------------- buffers
+def test_model_buffer_wraps_and_keeps_latest():
+    buf = ModelReplayBuffer(10, 2, 1)
+    buf.add(transitions(7, 2, 1, 1))
+    buf.add(transitions(6, 2, 1, 2))
+    assert len(buf) == 10
+    rewards = buf.all().rewards
+    assert rewards.tolist() == [1.0] * 4 + [2.0] * 6  # oldest first
+    buf.add(transitions(25, 2, 1, 3))  # more than capacity at once
+    assert buf.all().rewards.tolist() == [3.0] * 10
+    small = buf.resized(4)
+    assert small.capacity == 4 and len(small) == 4
+
+
+def test_mixed_batches_have_exact_real_count():
+    model = fast_mbpo()
+    model.learn(150)
+    model_buffer = ModelReplayBuffer(500, 3, 1)
+    model_buffer.add(transitions(300, 3, 1, 1e6))  # model data is marked
+    sampler = MixedBatchSampler(model.replay_buffer, model_buffer, real_ratio=0.05)
+    for batch_size in (256, 64, 100):
+        batch = sampler.sample(batch_size)
+        n_model = int((batch.rewards == 1e6).sum())
+        assert batch_size - n_model == round(0.05 * batch_size)
+        assert batch.observations.shape == (batch_size, 3)
+        assert batch.dones.shape == (batch_size, 1)
+
+
+def test_mixing_is_all_real_while_model_buffer_empty():
+    model = fast_mbpo()
+    model.learn(50)
+    empty = ModelReplayBuffer(10, 3, 1)
+    assert MixedBatchSampler(model.replay_buffer, empty, 0.05).n_real(256) == 256
+
+
+def test_rollout_schedule_and_buffer_capacity():
+    assert rollout_length_at([20, 100, 1, 25], 0) == 1
+    assert rollout_length_at([20, 100, 1, 25], 60) == 13
+    assert rollout_length_at([20, 100, 1, 25], 500) == 25
+    model = MBPO("MlpPolicy", "Pendulum-v1", rollout_length=[0, 10, 1, 5], rollout_batch_size=1000)
+    # k * rollout_batch_size * (epoch_length / model_train_freq) * retain
+    assert model.model_buffer.capacity == 1 * 1000 * 4 * 1
+    model.num_timesteps = 10_000
+    assert model.current_rollout_length == 5
+
+
+def test_model_buffer_resized_when_rollout_length_changes():
+    model = fast_mbpo(rollout_length=[0, 1, 1, 3], epoch_length=100)
+    model.learn(400)
+    assert model.current_rollout_length == 3
+    assert model.model_buffer.capacity == 3 * 200 * 1
+    assert len(model.model_buffer) > 200
+
+
+# ---------------------------------------------------------------- loop & logging
+class KeyRecorder(BaseCallback):
+    def __init__(self):
+        super().__init__()
+        self.keys = set()
+
+    def _on_step(self) -> bool:
+        self.keys |= set(self.model.logger.name_to_value)
+        return True
+
+
+def test_learn_logs_model_and_rollout_keys(tmp_path):
+    model = fast_mbpo(tensorboard_log=str(tmp_path))
+    recorder = KeyRecorder()
+    model.learn(350, callback=recorder, progress_bar=True)
+    expected = {
+        "model/holdout_mse",
+        "model/holdout_nll",
+        "model/epochs",
+        "model/train_seconds",
+        "model/elites",
+        "rollout/model_buffer_size",
+        "rollout/rollout_length",
+        "rollout/terminated_fraction",
+        "rollout/nonfinite_dropped",
+    }
+    assert expected <= recorder.keys
+    assert model._last_model_train_step == 301  # first round right after learning_starts, then every 100
+    assert list(tmp_path.rglob("events.out.tfevents*"))
+    assert bool(model.dynamics.trained)
+
+
+def test_terminating_env_rollouts_terminate():
+    model = fast_mbpo("InvertedPendulum-v4", rollout_length=5)
+    model.learn(300)
+    terminated = model.model_buffer.all().terminated
+    assert terminated.sum() > 0
+    # a terminal transition's next state is not used as a start state again: fewer than 5 * starts
+    assert len(model.model_buffer) < 5 * 200
+
+
+def test_nonfinite_model_predictions_dropped_and_counted():
+    model = fast_mbpo()
+    model.set_logger(configure(None, [""]))
+    model.learn(150)
+    with th.no_grad():
+        model.dynamics.output_layer.bias[model.dynamics.elite_indices[0], :, 1] = float("nan")
+    before = len(model.model_buffer)
+    model._rollout(model._real_data().observations)
+    dropped = model.logger.name_to_value["rollout/nonfinite_dropped"]
+    assert dropped > 0
+    stored = model.model_buffer.all()
+    assert th.isfinite(stored.next_observations).all()
+    assert len(model.model_buffer) == min(before + 200 - dropped, model.model_buffer.capacity)
+
+
+def test_unknown_env_learns_termination(capsys):
+    gym.register("UnknownPendulum-v0", entry_point="gymnasium.envs.classic_control:PendulumEnv", max_episode_steps=50)
+    model = fast_mbpo("UnknownPendulum-v0", verbose=1)
+    assert "learned termination classifier" in capsys.readouterr().out
+    model.learn(150)
+    # Pendulum never terminates; time-limit truncations are not terminals, so rollouts never terminate
+    assert model._learned_termination is not None and not model._learned_termination.has_seen_terminal
+    assert model.model_buffer.all().terminated.sum() == 0
+
+
+def test_custom_termination_fn_is_used():
+    calls = []
+
+    def always_done(obs, act, next_obs):
+        calls.append(obs.shape[0])
+        return th.ones(obs.shape[0], dtype=th.bool)
+
+    model = fast_mbpo(termination_fn=always_done, rollout_length=3)
+    model.learn(150)
+    assert calls and model.model_buffer.all().terminated.all()
+    assert len(model.model_buffer) == 200  # every rollout stops after one step
+
+
+# ---------------------------------------------------------------- save / load / reproducibility
+def test_save_load_roundtrip_and_continue(tmp_path):
+    model = fast_mbpo(seed=3)
+    model.learn(250)
+    path = tmp_path / "agent.zip"
+    model.save(path)
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    env = make_vec_env("Pendulum-v1", n_envs=1)
+    loaded = MBPO.load(path, env=env)
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+
+    obs = np.random.default_rng(0).standard_normal((16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    o, a = th.as_tensor(obs), th.rand(16, 1)
+    for x, y in zip(model.dynamics.predict_all(o, a), loaded.dynamics.predict_all(o, a), strict=True):
+        assert th.equal(x, y)
+    assert th.equal(model.dynamics.elite_indices, loaded.dynamics.elite_indices)
+    assert th.equal(model.dynamics.input_mean, loaded.dynamics.input_mean)
+    opt_a, opt_b = model.dynamics_optimizer.state_dict(), loaded.dynamics_optimizer.state_dict()
+    assert opt_a["state"].keys() == opt_b["state"].keys()
+    assert th.equal(opt_a["state"][0]["exp_avg"], opt_b["state"][0]["exp_avg"])
+    assert loaded._last_model_train_step == model._last_model_train_step == 201
+    assert loaded.num_timesteps == 250
+
+    loaded.learn(200, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 450
+    assert loaded._last_model_train_step == 401
+    assert loaded.replay_buffer.pos == 450
+
+
+def test_load_without_replay_buffer_still_learns(tmp_path):
+    model = fast_mbpo(seed=0)
+    model.learn(150)
+    model.save(tmp_path / "agent.zip")
+    loaded = MBPO.load(tmp_path / "agent.zip", env=make_vec_env("Pendulum-v1", n_envs=1))
+    with pytest.warns(UserWarning, match="load_replay_buffer"):
+        loaded.learn(120, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 270
+
+
+def test_same_seed_same_result():
+    def run():
+        model = fast_mbpo(seed=7)
+        model.learn(250)
+        return th.cat([p.detach().flatten() for p in [*model.policy.parameters(), *model.dynamics.parameters()]])
+
+    assert th.equal(run(), run())
+
+
+# ---------------------------------------------------------------- bad input
+class NanEnv(gym.Env):
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(2, np.nan if self.t == 5 else 0.0, np.float32)
+        return obs, 0.0, False, False, {}
+
+
+class ImageEnv(NanEnv):
+    observation_space = spaces.Box(0, 255, (32, 32, 3), np.uint8)
+
+
+class DictEnv(NanEnv):
+    observation_space = spaces.Dict({"a": spaces.Box(-1, 1, (2,), np.float32)})
+
+
+@pytest.mark.parametrize(
+    "env, match",
+    [
+        ("CartPole-v1", "continuous"),
+        (ImageEnv(), "Image observations"),
+        (DictEnv(), "FlattenObservation"),
+    ],
+)
+def test_unsupported_spaces(env, match):
+    with pytest.raises(ValueError, match=match):
+        MBPO("MlpPolicy", env)
+
+
+def test_multiple_envs_rejected():
+    with pytest.raises(ValueError, match="n_envs=1"):
+        MBPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2))
+
+
+def test_unsupported_policy_rejected():
+    with pytest.raises(ValueError, match="MlpPolicy"):
+        MBPO("CnnPolicy", "Pendulum-v1")
+
+
+def test_nan_from_env_raises():
+    model = fast_mbpo(NanEnv())
+    with pytest.raises(ValueError, match="non-finite observation"):
+        model.learn(20)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"real_ratio": 1.5}, "real_ratio"),
+        ({"num_elites": 9}, "num_elites"),
+        ({"rollout_length": 0}, "rollout_length"),
+        ({"rollout_length": [10, 5, 1, 4]}, "epoch_end > epoch_start"),
+        ({"rollout_length": [1, 2, 3]}, "rollout_length"),
+        ({"model_train_freq": 0}, "model_train_freq"),
+        ({"rollout_batch_size": 0}, "rollout_batch_size"),
+        ({"dynamics_hidden_sizes": []}, "dynamics_hidden_sizes"),
+        ({"model_holdout_ratio": 1.0}, "model_holdout_ratio"),
+        ({"gradient_steps": 0}, "gradient_steps"),
+        ({"learning_starts": 0}, "learning_starts"),
+        ({"termination_fn": "hopper"}, "termination_fn"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MBPO("MlpPolicy", "Pendulum-v1", **kwargs)

@@ -12,7 +12,7 @@ adds ``mbpo``/``mbpo_tom`` to ``ALGOS``, their Optuna samplers, and their packag
 A failure there is reported as a warning and never breaks RL Zoo for other algorithms.
 
 This module has to stay importable on its own: standard library only, nothing imported at module level but ``sys``
-(``typing`` and ``threading`` are not loaded at start-up, so there are no annotations here).
+(``typing`` is not loaded at start-up: annotations here use builtins only).
 """
 
 import sys
@@ -24,15 +24,21 @@ PATCHED_MODULES = frozenset({"rl_zoo3.utils", "rl_zoo3.hyperparams_opt", "rl_zoo
 _busy: set = set()
 
 
+_warned = False
+
+
 def _patch(module) -> None:
+    global _warned
     try:
         from sb3_tom.zoo import patch_module
 
         patch_module(module)
     except Exception as exc:
-        import warnings
+        if not _warned:  # once per process, not once per RL Zoo module
+            _warned = True
+            import warnings
 
-        warnings.warn(f"sb3_tom could not register its algorithms with RL Zoo ({module.__name__}): {exc!r}", stacklevel=2)
+            warnings.warn(f"sb3_tom could not register its algorithms with RL Zoo: {exc!r}", stacklevel=2)
 
 
 class _PatchingLoader:

@@ -17,13 +17,19 @@ class Transitions:
     rewards: th.Tensor  # (n,)
     next_observations: th.Tensor
     terminated: th.Tensor  # (n,) float 0/1
+    episode_ends: th.Tensor | None = None  # (n,) float 0/1, terminated or truncated (real data only)
 
     def __len__(self) -> int:
         return self.observations.shape[0]
 
     def index(self, idx: th.Tensor) -> "Transitions":
         return Transitions(
-            self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx], self.terminated[idx]
+            self.observations[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_observations[idx],
+            self.terminated[idx],
+            None if self.episode_ends is None else self.episode_ends[idx],
         )
 
 
@@ -58,7 +64,15 @@ def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.
         to_tensor(buffer.rewards[indices, 0]),
         to_tensor(next_obs.reshape(len(indices), -1)),
         to_tensor(terminated),
+        to_tensor(buffer.dones[indices, 0]),
     )
+
+
+def recent_mask(n: int, window: int, device: th.device | str = "cpu") -> th.Tensor:
+    """Mask of the ``window`` most recent of ``n`` chronologically ordered transitions (the current policy's footprint)."""
+    mask = th.zeros(n, dtype=th.bool, device=device)
+    mask[max(n - window, 0) :] = True
+    return mask
 
 
 def chronological_indices(buffer: ReplayBuffer) -> np.ndarray:

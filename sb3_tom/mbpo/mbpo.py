@@ -379,10 +379,14 @@ class MBPO(SAC):
         :return: Optional unnormalised probabilities (shape ``(len(data),)``) of drawing each transition's state as
             a rollout start state; None for uniform.
         """
-        self._log_fit(self.dynamics_trainer.fit(data.observations, data.actions, data.rewards, data.next_observations))
+        self._fit_dynamics(data)
         return None
 
-    def _log_fit(self, result: FitResult) -> None:
+    def _fit_dynamics(self, data: Transitions, sample_weight: th.Tensor | None = None) -> FitResult:
+        """Train the ensemble on ``data`` (optionally weighted per sample) and log the result."""
+        result = self.dynamics_trainer.fit(
+            data.observations, data.actions, data.rewards, data.next_observations, sample_weight=sample_weight
+        )
         self.logger.record("model/holdout_mse", result.holdout_mse)
         self.logger.record("model/holdout_nll", result.holdout_nll)
         self.logger.record("model/train_loss", result.train_loss)
@@ -391,6 +395,7 @@ class MBPO(SAC):
         self.logger.record("model/elites", str(result.elites), exclude="tensorboard")
         if self.verbose >= 2:
             print(f"Model trained: {result}")
+        return result
 
     def _real_data(self) -> Transitions:
         """Every real transition, oldest first."""

@@ -1,0 +1,124 @@
+"""TOM's dual problem: a value-like function ``Q(s, a)`` whose residuals give the importance weights."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch as th
+from torch import nn
+
+from sb3_tom.buffers import Transitions
+
+ActionSampler = Callable[[th.Tensor], th.Tensor]
+F_DIVERGENCES = ("chi", "kl")
+KL_RESIDUAL_BOUND = 50.0  # |e| bound before exponentiating (the official code overflows)
+
+
+def f_star(residual: th.Tensor, f_divergence: str) -> th.Tensor:
+    """The convex conjugate term of the dual loss, averaged over the batch."""
+    if f_divergence == "chi":
+        return (0.5 * residual**2 + residual).mean()
+    # KL: log mean exp(e), computed stably
+    e = residual.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND)
+    return th.logsumexp(e, dim=0) - th.log(th.tensor(float(e.shape[0]), device=e.device))
+
+
+class DualValue(nn.Module):
+    """
+    The dual variable ``Q(s, a)``: an MLP with ReLU hidden layers.
+
+    :param obs_dim: Observation size.
+    :param action_dim: Action size.
+    :param hidden_sizes: Hidden layer sizes.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = obs_dim + action_dim
+        for size in hidden_sizes:
+            layers += [nn.Linear(last, size), nn.ReLU()]
+            last = size
+        layers.append(nn.Linear(last, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        return self.net(th.cat([obs, actions], dim=-1)).squeeze(-1)
+
+
+def residuals(
+    dual: DualValue,
+    data: Transitions,
+    log_ratio: th.Tensor,
+    next_actions: th.Tensor,
+    gamma: float,
+) -> th.Tensor:
+    """``e(s, a, s') = r + γ (1 - terminated) Q(s', a') - Q(s, a)`` for a batch."""
+    next_q = dual(data.next_observations, next_actions)
+    return log_ratio + gamma * (1.0 - data.terminated) * next_q - dual(data.observations, data.actions)
+
+
+@dataclass
+class DualStats:
+    loss: float
+
+
+class DualTrainer:
+    """
+    Minimises ``(1-γ) E_{s0~μ0, a0~π}[Q(s0, a0)] + E_D[f*(e)]`` over ``Q``, kept across rounds.
+
+    :param dual: The dual network.
+    :param f_divergence: ``"chi"`` (chi-square) or ``"kl"``.
+    :param gamma: Discount of the occupancy measures.
+    :param learning_rate: Adam learning rate.
+    :param weight_decay: Adam weight decay.
+    :param batch_size: Minibatch size (buffer transitions and start states).
+    """
+
+    def __init__(
+        self,
+        dual: DualValue,
+        f_divergence: str = "chi",
+        gamma: float = 0.99,
+        learning_rate: float = 3e-4,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+    ) -> None:
+        if f_divergence not in F_DIVERGENCES:
+            raise ValueError(f"f_divergence must be one of {F_DIVERGENCES}, got {f_divergence!r}.")
+        self.dual = dual
+        self.f_divergence = f_divergence
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.optimizer = th.optim.Adam(dual.parameters(), lr=learning_rate, weight_decay=weight_decay)
+
+    def train(
+        self,
+        data: Transitions,
+        log_ratio: th.Tensor,
+        start_observations: th.Tensor,
+        sample_actions: ActionSampler,
+        n_steps: int,
+    ) -> DualStats:
+        """
+        :param data: Replay-buffer transitions.
+        :param log_ratio: ``r(s, a, s')`` of each transition of ``data``.
+        :param start_observations: Episode-start states (``μ0``).
+        :param sample_actions: Samples actions of the current policy (no gradient needed).
+        :param n_steps: Gradient steps.
+        """
+        device = log_ratio.device
+        n, n_start = len(data), start_observations.shape[0]
+        loss = th.zeros((), device=device)
+        for _ in range(n_steps):
+            idx = th.randint(n, (self.batch_size,), device=device)
+            batch = data.index(idx)
+            s0 = start_observations[th.randint(n_start, (self.batch_size,), device=device)]
+            with th.no_grad():
+                a0 = sample_actions(s0)
+                next_actions = sample_actions(batch.next_observations)
+            e = residuals(self.dual, batch, log_ratio[idx], next_actions, self.gamma)
+            loss = (1 - self.gamma) * self.dual(s0, a0).mean() + f_star(e, self.f_divergence)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return DualStats(loss=float(loss.detach()))

@@ -1,0 +1,306 @@
+"""MBPO_TOM: MBPO whose dynamics model is learned by TOM (Transition Occupancy Matching)."""
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.sac.policies import MlpPolicy
+
+from sb3_tom.buffers import Transitions, real_buffer_size, recent_mask
+from sb3_tom.mbpo.mbpo import MBPO
+from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
+from sb3_tom.tom.dual import F_DIVERGENCES, DualTrainer, DualValue, residuals
+from sb3_tom.tom.start_states import episode_start_mask
+from sb3_tom.tom.weights import (
+    clip_weights,
+    normalized_weights,
+    raw_weights,
+    weight_reference,
+    weight_statistics,
+)
+
+WEIGHT_MODES = ("weighted_nll", "resample")
+RESIDUAL_CHUNK = 65_536
+
+
+class MBPO_TOM(MBPO):
+    """
+    MBPO with TOM's policy-aware model learning (Ma et al., L4DC 2023).
+
+    Each model round (once ``policy_buffer_size`` real transitions exist; before that, plain maximum likelihood):
+    a discriminator separates the most recent ``policy_buffer_size`` transitions (the current policy's footprint)
+    from the whole replay buffer, its logit serving as the log-ratio reward ``r(s, a, s')``; a dual network
+    ``Q(s, a)`` is trained on ``(1-γ) E_{μ0,π}[Q] + E_D[f*(r + γ Q(s', a') - Q(s, a))]``; the importance weight of
+    every stored transition is ``w = f*'(e)``, normalised to mean 1 over the buffer and clipped; the ensemble is then
+    fit by weighted maximum likelihood and rollouts start from states drawn ∝ ``w``. Everything else is MBPO.
+
+    Paper: https://arxiv.org/abs/2305.12663
+
+    All parameters of :class:`~sb3_tom.MBPO`, plus:
+
+    :param policy_buffer_size: Number of most recent real transitions taken as the current policy's footprint.
+    :param f_divergence: ``"chi"`` (chi-square, ``w = relu(e + 1)``) or ``"kl"`` (``w = exp(e)``, computed stably).
+    :param use_discriminator: Learn ``r`` with the discriminator; if False, ``r = 1`` on the recent window and 0
+        elsewhere (the paper's no-discriminator variant).
+    :param discriminator_steps: Discriminator gradient steps per round (re-initialised every round).
+    :param discriminator_learning_rate: Adam learning rate of the discriminator.
+    :param discriminator_batch_size: Positives and negatives per discriminator batch.
+    :param discriminator_gradient_penalty: Coefficient of the gradient penalty on interpolates.
+    :param discriminator_soft_label: Label of the buffer (negative) samples.
+    :param official_discriminator: Reproduce the official code's discriminator: only its head is trained and inputs
+        are not standardised (default False: all parameters trained on standardised inputs).
+    :param dual_steps: Dual gradient steps per round (the dual network is kept across rounds).
+    :param dual_learning_rate: Adam learning rate of the dual network.
+    :param dual_weight_decay: Adam weight decay of the dual network.
+    :param dual_batch_size: Batch size of the dual training.
+    :param dual_hidden_sizes: Hidden sizes of the dual network.
+    :param dual_gamma: Discount of the occupancy measures in the dual problem (None: ``gamma``).
+    :param weight_clip: Clip of the normalised weights (None: no clipping).
+    :param weight_mode: ``"weighted_nll"``: per-sample weighted NLL with normalised, clipped weights; ``"resample"``:
+        the official code's scheme, plain NLL on the buffer resampled ∝ ``min(raw w, weight_clip)``.
+    :param weighted_start_states: Draw rollout start states ∝ the weights (not in the paper's Algorithm 1).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        *args: Any,
+        policy_buffer_size: int = 1000,
+        f_divergence: str = "chi",
+        use_discriminator: bool = True,
+        discriminator_steps: int = 400,
+        discriminator_learning_rate: float = 3e-4,
+        discriminator_batch_size: int = 256,
+        discriminator_gradient_penalty: float = 10.0,
+        discriminator_soft_label: float = 0.1,
+        official_discriminator: bool = False,
+        dual_steps: int = 1000,
+        dual_learning_rate: float = 3e-4,
+        dual_weight_decay: float = 1e-4,
+        dual_batch_size: int = 256,
+        dual_hidden_sizes: tuple[int, ...] | list[int] = (256, 256),
+        dual_gamma: float | None = None,
+        weight_clip: float | None = 10.0,
+        weight_mode: str = "weighted_nll",
+        weighted_start_states: bool = True,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.policy_buffer_size = policy_buffer_size
+        self.f_divergence = f_divergence
+        self.use_discriminator = use_discriminator
+        self.discriminator_steps = discriminator_steps
+        self.discriminator_learning_rate = discriminator_learning_rate
+        self.discriminator_batch_size = discriminator_batch_size
+        self.discriminator_gradient_penalty = discriminator_gradient_penalty
+        self.discriminator_soft_label = discriminator_soft_label
+        self.official_discriminator = official_discriminator
+        self.dual_steps = dual_steps
+        self.dual_learning_rate = dual_learning_rate
+        self.dual_weight_decay = dual_weight_decay
+        self.dual_batch_size = dual_batch_size
+        self.dual_hidden_sizes = list(dual_hidden_sizes)
+        self.dual_gamma = dual_gamma
+        self.weight_clip = weight_clip
+        self.weight_mode = weight_mode
+        self.weighted_start_states = weighted_start_states
+        self._weight_reference: float | None = None
+        self._validate_tom_hyperparameters()
+        super().__init__(policy, env, *args, _init_setup_model=_init_setup_model, **kwargs)
+
+    def _validate_tom_hyperparameters(self) -> None:
+        def require(condition: bool, message: str) -> None:
+            if not condition:
+                raise ValueError(f"MBPO_TOM: {message}")
+
+        require(self.policy_buffer_size >= 1, f"policy_buffer_size must be >= 1, got {self.policy_buffer_size}.")
+        require(self.f_divergence in F_DIVERGENCES, f"f_divergence must be one of {F_DIVERGENCES}, got {self.f_divergence!r}.")
+        require(self.weight_mode in WEIGHT_MODES, f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}.")
+        require(self.weight_clip is None or self.weight_clip > 0, f"weight_clip must be > 0 or None, got {self.weight_clip}.")
+        require(self.discriminator_steps >= 0, f"discriminator_steps must be >= 0, got {self.discriminator_steps}.")
+        require(self.dual_steps >= 0, f"dual_steps must be >= 0, got {self.dual_steps}.")
+        require(0.0 <= self.discriminator_soft_label < 1.0, "discriminator_soft_label must be in [0, 1).")
+        require(self.discriminator_gradient_penalty >= 0, "discriminator_gradient_penalty must be >= 0.")
+        require(self.discriminator_batch_size >= 1 and self.dual_batch_size >= 1, "batch sizes must be >= 1.")
+        require(self.discriminator_learning_rate > 0 and self.dual_learning_rate > 0, "learning rates must be > 0.")
+        require(
+            self.dual_gamma is None or 0.0 <= self.dual_gamma < 1.0, f"dual_gamma must be in [0, 1), got {self.dual_gamma}."
+        )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._new_discriminator()
+        self.dual = DualValue(self.obs_dim, self.action_dim, tuple(self.dual_hidden_sizes)).to(self.device)
+        self.dual_trainer = DualTrainer(
+            self.dual,
+            f_divergence=self.f_divergence,
+            gamma=self.gamma if self.dual_gamma is None else self.dual_gamma,
+            learning_rate=self.dual_learning_rate,
+            weight_decay=self.dual_weight_decay,
+            batch_size=self.dual_batch_size,
+        )
+
+    def _new_discriminator(self) -> None:
+        self.discriminator = TransitionDiscriminator(
+            self.obs_dim, self.action_dim, standardize_inputs=not self.official_discriminator
+        ).to(self.device)
+        self.discriminator_optimizer = make_discriminator_optimizer(
+            self.discriminator, self.discriminator_learning_rate, head_only=self.official_discriminator
+        )
+
+    @property
+    def dual_optimizer(self) -> th.optim.Optimizer:
+        """Adam optimiser of the dual network."""
+        return self.dual_trainer.optimizer
+
+    # ------------------------------------------------------------------ the hook
+    def _learn_model(self, data: Transitions) -> th.Tensor | None:
+        n = len(data)
+        if n <= self.policy_buffer_size:
+            self.logger.record("tom/active", 0)
+            return super()._learn_model(data)
+        recent = recent_mask(n, self.policy_buffer_size, self.device)
+        log_ratio = self._train_log_ratio(data, recent)
+        start_obs = data.observations[episode_start_mask(data)]
+        dual_stats = self.dual_trainer.train(data, log_ratio, start_obs, self._sample_actions, self.dual_steps)
+        e = self._residuals(data, log_ratio)
+        reference = weight_reference(e, self.f_divergence)
+        raw = raw_weights(e, self.f_divergence)
+        if not np.isfinite(reference) or (self.f_divergence == "chi" and reference <= 1e-8):
+            # Degenerate dual solution (all weights zero): fall back to maximum likelihood for this round
+            self.logger.record("tom/degenerate_round", 1)
+            self._fit_dynamics(data)
+            return None
+        self._weight_reference = reference
+        normalized = normalized_weights(e, self.f_divergence, reference)
+        weights = clip_weights(normalized, self.weight_clip)
+        stats = weight_statistics(raw, normalized, weights, self.weight_clip, recent)
+
+        self.logger.record("tom/active", 1)
+        self.logger.record("tom/dual_loss", dual_stats.loss)
+        self.logger.record("tom/weight_raw_mean", stats.raw_mean)
+        self.logger.record("tom/weight_max", stats.max)
+        self.logger.record("tom/weight_ess_fraction", stats.ess_fraction)
+        self.logger.record("tom/weight_clipped_fraction", stats.clipped_fraction)
+        self.logger.record("tom/recent_weight_ratio", stats.recent_ratio)
+
+        if self.weight_mode == "weighted_nll":
+            self._fit_dynamics(data, sample_weight=weights)
+        else:
+            idx = th.multinomial(clip_weights(raw, self.weight_clip), n, replacement=True)
+            self._fit_dynamics(data.index(idx))
+        return weights if self.weighted_start_states else None
+
+    def _sample_actions(self, obs: th.Tensor) -> th.Tensor:
+        return self.actor(obs, deterministic=False)
+
+    def _train_log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
+        """``r(s, a, s')`` of every transition: the new discriminator's logit, or the recent-window indicator."""
+        if not self.use_discriminator:
+            return recent.float()
+        self._new_discriminator()
+        inputs = TransitionDiscriminator.inputs(data)
+        stats = train_discriminator(
+            self.discriminator,
+            inputs[recent],
+            inputs,
+            self.discriminator_optimizer,
+            n_steps=self.discriminator_steps,
+            batch_size=self.discriminator_batch_size,
+            gradient_penalty=self.discriminator_gradient_penalty,
+            soft_label=self.discriminator_soft_label,
+        )
+        self.logger.record("tom/discriminator_loss", stats.loss)
+        self.logger.record("tom/discriminator_accuracy", stats.accuracy)
+        return self._log_ratio(inputs)
+
+    @th.no_grad()
+    def _log_ratio(self, inputs: th.Tensor) -> th.Tensor:
+        return th.cat([self.discriminator(chunk) for chunk in inputs.split(RESIDUAL_CHUNK)])
+
+    @th.no_grad()
+    def _residuals(self, data: Transitions, log_ratio: th.Tensor) -> th.Tensor:
+        """Dual residuals ``e`` of every transition, in chunks (one action sample of the policy per ``s'``)."""
+        out = []
+        for start in range(0, len(data), RESIDUAL_CHUNK):
+            idx = th.arange(start, min(start + RESIDUAL_CHUNK, len(data)), device=self.device)
+            batch = data.index(idx)
+            next_actions = self._sample_actions(batch.next_observations)
+            out.append(residuals(self.dual, batch, log_ratio[idx], next_actions, self.dual_trainer.gamma))
+        return th.cat(out)
+
+    # ------------------------------------------------------------------ public diagnostics
+    def transition_weights(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        next_observations: np.ndarray,
+        terminated: np.ndarray,
+        clip: bool = False,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """
+        TOM importance weights of arbitrary transitions under the current discriminator, dual network and policy,
+        normalised so that their mean over the real replay buffer is 1 (the normaliser of the last model round
+        when the replay buffer is empty, e.g. after ``load`` without ``load_replay_buffer``).
+
+        The policy's next actions are sampled with a fixed ``seed`` (the global RNG is left untouched), so the
+        result is deterministic. Without the discriminator, ``r = 0`` for transitions given here (they are not
+        known to be recent).
+
+        :param observations: ``(n, obs_dim)``
+        :param actions: ``(n, action_dim)`` actions in the policy's scaled ``[-1, 1]`` space (as stored in the buffer).
+        :param next_observations: ``(n, obs_dim)``
+        :param terminated: ``(n,)`` true terminal flags (not truncations).
+        :param clip: Apply ``weight_clip`` as in training.
+        :param seed: Seed of the policy's action samples.
+        :return: Weights of shape ``(n,)``.
+        """
+        if self._weight_reference is None:
+            raise RuntimeError("No TOM round has run yet: train for more than policy_buffer_size steps first.")
+
+        def as_tensor(x: np.ndarray, dim: int) -> th.Tensor:
+            return th.as_tensor(np.asarray(x, dtype=np.float32), device=self.device).reshape(-1, dim)
+
+        query = Transitions(
+            as_tensor(observations, self.obs_dim),
+            as_tensor(actions, self.action_dim),
+            th.zeros(len(observations), device=self.device),
+            as_tensor(next_observations, self.obs_dim),
+            as_tensor(terminated, 1).reshape(-1),
+        )
+        devices = [self.device] if self.device.type == "cuda" else []
+        with th.random.fork_rng(devices=devices):
+            th.manual_seed(seed)
+            reference = self._weight_reference
+            assert self.replay_buffer is not None
+            if real_buffer_size(self.replay_buffer) > 0:
+                data = self._real_data()
+                reference = weight_reference(self._residuals(data, self._buffer_log_ratio(data)), self.f_divergence)
+            e = self._residuals(query, self._query_log_ratio(query))
+        weights = normalized_weights(e, self.f_divergence, reference)
+        if clip:
+            weights = clip_weights(weights, self.weight_clip)
+        return weights.cpu().numpy()
+
+    def _buffer_log_ratio(self, data: Transitions) -> th.Tensor:
+        if self.use_discriminator:
+            return self._log_ratio(TransitionDiscriminator.inputs(data))
+        return recent_mask(len(data), self.policy_buffer_size, self.device).float()
+
+    def _query_log_ratio(self, query: Transitions) -> th.Tensor:
+        if self.use_discriminator:
+            return self._log_ratio(TransitionDiscriminator.inputs(query))
+        return th.zeros(len(query), device=self.device)
+
+    # ------------------------------------------------------------------ save / load
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "discriminator", "discriminator_optimizer", "dual", "dual_trainer"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()
+        return [*state_dicts, "discriminator", "discriminator_optimizer", "dual", "dual_trainer.optimizer"], variables

@@ -24,11 +24,10 @@ from typing import Any
 
 import optuna
 
+from sb3_tom.tom.dual import F_DIVERGENCES
+
 #: RL Zoo algorithm name -> name of the class exported by ``sb3_tom``.
 ALGO_CLASS_NAMES = {"mbpo": "MBPO", "mbpo_tom": "MBPO_TOM"}
-
-#: Values of ``f_divergence`` tried by the MBPO_TOM sampler.
-F_DIVERGENCES = ("chi", "kl")
 
 
 def default_config_path(algo: str) -> Path | None:
@@ -49,12 +48,6 @@ def default_config_path(algo: str) -> Path | None:
     return None
 
 
-def _suggest_choice(trial: optuna.Trial, name: str, choices: list[int]) -> int:
-    value = trial.suggest_categorical(name, choices)
-    assert isinstance(value, int)
-    return value
-
-
 def sample_mbpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """Sampler for MBPO hyperparameters (SAC's learning rate, batch size, discount and Polyak coefficient, plus
     the model-based ones: gradient steps per env step, real-data ratio, rollout length, model training period
@@ -65,10 +58,10 @@ def sample_mbpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
         "batch_size_pow": trial.suggest_int("batch_size_pow", 7, 9),
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.001, 0.03, log=True),
         "tau": trial.suggest_float("tau", 0.001, 0.02, log=True),
-        "gradient_steps": _suggest_choice(trial, "gradient_steps", [5, 10, 20, 40]),
+        "gradient_steps": trial.suggest_categorical("gradient_steps", [5, 10, 20, 40]),
         "real_ratio": trial.suggest_float("real_ratio", 0.01, 0.5, log=True),
         "rollout_length": trial.suggest_int("rollout_length", 1, 15),
-        "model_train_freq": _suggest_choice(trial, "model_train_freq", [100, 250, 500, 1000]),
+        "model_train_freq": trial.suggest_categorical("model_train_freq", [100, 250, 500, 1000]),
         "dynamics_learning_rate": trial.suggest_float("dynamics_learning_rate", 1e-4, 3e-3, log=True),
     }
     trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
@@ -91,7 +84,7 @@ def sample_mbpo_tom_params(trial: optuna.Trial, n_actions: int, n_envs: int, add
     hyperparams = sample_mbpo_params(trial, n_actions, n_envs, additional_args)
     hyperparams.update(
         {
-            "policy_buffer_size": _suggest_choice(trial, "policy_buffer_size", [250, 1000, 5000]),
+            "policy_buffer_size": trial.suggest_categorical("policy_buffer_size", [250, 1000, 5000]),
             "f_divergence": trial.suggest_categorical("f_divergence", list(F_DIVERGENCES)),
             "weight_clip": trial.suggest_float("weight_clip", 2.0, 100.0, log=True),
         }

@@ -14,7 +14,8 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from sb3_tom import MBPO
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
 from sb3_tom.mbpo import fast_sac
-from sb3_tom.mbpo.fast_sac import fast_adam, fast_sac_train, sample_batches
+from sb3_tom.mbpo.fast_sac import fast_sac_train, sample_batches
+from sb3_tom.optim import fast_adam
 
 OBS_DIM, ACT_DIM, BATCH = 3, 1, 64
 

@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+# Rows per chunk of a no-grad forward pass: a chunk's activations stay in cache
+INFERENCE_CHUNK_ROWS = 512
 
 
 class EnsembleLinear(nn.Module):
@@ -115,12 +117,40 @@ class GaussianEnsemble(nn.Module):
         :param members: Indices of the members to evaluate (``n_members`` of them), all if None.
         :return: Mean and bounded log-variance, each ``(n_members, batch, output_dim)``.
         """
+        if not th.is_grad_enabled() and x.shape[1] > INFERENCE_CHUNK_ROWS:
+            return self._forward_inference(x, members)
         for layer in self.layers:
             x = F.silu(layer(x, members))
         out = self.output_layer(x, members)
+        return self._bounded(out)
+
+    def _bounded(self, out: th.Tensor) -> GaussianPrediction:
         mean, logvar = out.split(self.output_dim, dim=-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return GaussianPrediction(mean, logvar)
+
+    def _forward_inference(self, x: th.Tensor, members: th.Tensor | None) -> GaussianPrediction:
+        """
+        ``forward`` without autograd, evaluated ``INFERENCE_CHUNK_ROWS`` rows at a time (same operations per row).
+
+        Large batches (e.g. 100k rollout states) would otherwise stream every hidden activation through main
+        memory several times (bias broadcast, matmul, activation); chunks keep them in cache.
+        """
+        layers = [*self.layers, self.output_layer]
+        params = [
+            (layer.weight, layer.bias) if members is None else (layer.weight[members], layer.bias[members]) for layer in layers
+        ]
+        n_members, rows = x.shape[0], x.shape[1]
+        mean = x.new_empty(n_members, rows, self.output_dim)
+        logvar = x.new_empty(n_members, rows, self.output_dim)
+        for start in range(0, rows, INFERENCE_CHUNK_ROWS):
+            h = x[:, start : start + INFERENCE_CHUNK_ROWS]
+            for weight, bias in params[:-1]:
+                h = F.silu(th.baddbmm(bias, h, weight), inplace=True)
+            prediction = self._bounded(th.baddbmm(params[-1][1], h, params[-1][0]))
+            mean[:, start : start + INFERENCE_CHUNK_ROWS] = prediction.mean
+            logvar[:, start : start + INFERENCE_CHUNK_ROWS] = prediction.logvar
         return GaussianPrediction(mean, logvar)
 
     def predict_all(self, obs: th.Tensor, actions: th.Tensor) -> GaussianPrediction:

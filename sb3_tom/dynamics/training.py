@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch as th
 
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.optim import fast_adam
 
 
 def gaussian_nll(mean: th.Tensor, logvar: th.Tensor, target: th.Tensor) -> th.Tensor:
@@ -170,7 +171,8 @@ class EnsembleTrainer:
                 loss = loss + ensemble.logvar_bound_penalty() + ensemble.weight_decay_loss()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
+                with fast_adam([self.optimizer]):  # fused Adam kernel: same update, far fewer ops
+                    self.optimizer.step()
                 losses.append(loss.detach())
             train_loss = float(th.stack(losses).mean())
 

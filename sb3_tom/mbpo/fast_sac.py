@@ -28,9 +28,8 @@ What makes it faster (none of it changes the maths beyond float rounding):
 """
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -40,6 +39,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch.nn import functional as F
+
+from sb3_tom.optim import fast_adam
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
@@ -109,37 +110,6 @@ def squashed_gaussian_action_log_prob(actor: Actor, obs: th.Tensor) -> tuple[th.
 
 def _has_plain_squashed_gaussian(actor: Actor) -> bool:
     return type(actor.action_dist) is SquashedDiagGaussianDistribution and not actor.use_sde
-
-
-@contextmanager
-def fast_adam(optimizers: list[th.optim.Optimizer]) -> Iterator[None]:
-    """
-    Switch ``Adam``/``AdamW`` optimizers to the fused (all parameters and step counters on CPU) or multi-tensor
-    (``foreach``) implementation for the duration of the block, then restore their settings.
-
-    Both compute the same update as the default single-tensor loop (up to float rounding).
-    """
-    saved: list[tuple[dict[str, Any], Any, Any]] = []
-    try:
-        for optimizer in optimizers:
-            if type(optimizer) not in (th.optim.Adam, th.optim.AdamW):
-                continue
-            for group in optimizer.param_groups:
-                if group.get("fused") or group.get("differentiable") or group.get("capturable"):
-                    continue
-                params = group["params"]
-                on_cpu = all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params) and all(
-                    optimizer.state[p]["step"].device.type == "cpu" for p in params if "step" in optimizer.state[p]
-                )
-                saved.append((group, group.get("fused"), group.get("foreach")))
-                if on_cpu:
-                    group["fused"], group["foreach"] = True, None
-                else:
-                    group["fused"], group["foreach"] = None, True
-        yield
-    finally:
-        for group, fused, foreach in saved:
-            group["fused"], group["foreach"] = fused, foreach
 
 
 def fast_sac_train(model: SAC, gradient_steps: int, batch_size: int, buffer: BatchSource | None = None) -> None:

@@ -281,6 +281,7 @@ class MBPO_TOM(MBPO):
             if real_buffer_size(self.replay_buffer) > 0:
                 data = self._real_data()
                 reference = weight_reference(self._residuals(data, self._buffer_log_ratio(data)), self.f_divergence)
+            th.manual_seed(seed)
             e = self._residuals(query, self._query_log_ratio(query))
         weights = normalized_weights(e, self.f_divergence, reference)
         if clip:

@@ -1,0 +1,432 @@
+"""
+Throughput of sb3_tom's hot paths, each figure measured in the same run as its reference.
+
+    python benchmarks/throughput.py [--quick] [--json PATH] [--threads N] [--skip-e2e]
+
+Sections (HalfCheetah-v4 sizes: obs 17, action 6):
+
+a. policy update: ``fast_sac_train`` vs SB3's ``SAC.train`` per gradient step (batch 256, identical networks,
+   same replay buffer), measured in interleaved rounds; also on MBPO's mixed real/model batches.
+b. dynamics ensemble (7 members, 4x200): one ``EnsembleTrainer`` epoch over 20,000 transitions and one
+   ``GaussianEnsemble.sample`` of 100,000 states, against their FLOP floor (FLOPs / batched-matmul throughput
+   measured in this run at the same sizes).
+c. end to end: env steps/s of MBPO_TOM (MBPO while MBPO_TOM is not available) with its defaults vs SB3 SAC with
+   ``gradient_steps=20`` over the same window of env steps (each in its own process; peak RSS of each).
+d. memory: bytes of a 1M-transition real buffer and the HalfCheetah-default model buffer, and RSS once filled.
+
+Every timing is wall-clock. The machine's load average is printed: on a shared machine, compare ratios.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+
+try:
+    import sb3_tom  # noqa: F401
+except ImportError:  # run from a source checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
+from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.dynamics.training import EnsembleTrainer
+from sb3_tom.mbpo.fast_sac import fast_sac_train
+
+ENV_ID = "HalfCheetah-v4"
+OBS_DIM, ACT_DIM = 17, 6
+BATCH = 256
+
+
+def make_env() -> gym.Env:
+    return gym.make(ENV_ID)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each function, alternating between them so that load changes hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# ---------------------------------------------------------------------------------------------- (a) policy update
+def filled_replay_buffer(n: int, seed: int = 0) -> ReplayBuffer:
+    env = make_env()
+    buffer = ReplayBuffer(n, env.observation_space, env.action_space, device="cpu")
+    rng = np.random.default_rng(seed)
+    buffer.observations[:] = rng.standard_normal(buffer.observations.shape)
+    buffer.next_observations[:] = rng.standard_normal(buffer.next_observations.shape)
+    buffer.actions[:] = rng.uniform(-1, 1, buffer.actions.shape)
+    buffer.rewards[:] = rng.standard_normal(buffer.rewards.shape)
+    buffer.dones[:] = rng.random(buffer.dones.shape) < 0.01
+    buffer.full = True
+    return buffer
+
+
+def twin_sac(seed: int = 0) -> tuple[SAC, SAC]:
+    env = make_env()
+    reference = SAC("MlpPolicy", env, batch_size=BATCH, buffer_size=1, seed=seed, device="cpu")
+    fast = SAC("MlpPolicy", env, batch_size=BATCH, buffer_size=1, seed=seed, device="cpu")
+    fast.policy.load_state_dict(reference.policy.state_dict())
+    for agent in (reference, fast):
+        agent.set_logger(configure(None, [""]))
+    return reference, fast
+
+
+def bench_update(rounds: int, gradient_steps: int = 20) -> dict[str, float]:
+    buffer = filled_replay_buffer(20_000)
+    reference, fast = twin_sac()
+    reference.replay_buffer = buffer
+
+    def sb3_train() -> None:
+        reference.train(gradient_steps, BATCH)
+
+    def fast_train() -> None:
+        fast_sac_train(fast, gradient_steps, BATCH, buffer)
+
+    times = interleaved({"sb3": sb3_train, "fast": fast_train}, rounds)
+    sb3_ms = statistics.median(times["sb3"]) / gradient_steps * 1e3
+    fast_ms = statistics.median(times["fast"]) / gradient_steps * 1e3
+
+    # MBPO's batches: 5% real transitions, 95% model rollouts
+    model_buffer = ModelReplayBuffer(400_000, OBS_DIM, ACT_DIM)
+    n = 400_000
+    gen = th.Generator().manual_seed(0)
+    model_buffer.add(
+        Transitions(
+            th.randn(n, OBS_DIM, generator=gen),
+            th.rand(n, ACT_DIM, generator=gen) * 2 - 1,
+            th.randn(n, generator=gen),
+            th.randn(n, OBS_DIM, generator=gen),
+            th.zeros(n),
+        )
+    )
+    sampler = MixedBatchSampler(buffer, model_buffer, real_ratio=0.05)
+    reference.replay_buffer = sampler  # type: ignore[assignment]
+
+    def fast_mixed() -> None:
+        fast_sac_train(fast, gradient_steps, BATCH, sampler)
+
+    mixed = interleaved({"sb3": sb3_train, "fast": fast_mixed}, rounds)
+    sb3_mixed_ms = statistics.median(mixed["sb3"]) / gradient_steps * 1e3
+    fast_mixed_ms = statistics.median(mixed["fast"]) / gradient_steps * 1e3
+    return {
+        "sb3_sac_train_ms_per_step": sb3_ms,
+        "fast_update_ms_per_step": fast_ms,
+        "update_speedup_vs_sb3_sac": sb3_ms / fast_ms,
+        "mixed_sb3_sac_train_ms_per_step": sb3_mixed_ms,
+        "mixed_fast_update_ms_per_step": fast_mixed_ms,
+        "mixed_update_speedup_vs_sb3_sac": sb3_mixed_ms / fast_mixed_ms,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- (b) ensemble
+def bmm_gflops(batch: int, m: int, k: int, n: int, layout: str, min_seconds: float) -> float:
+    """Measured GFLOP/s of ``th.bmm`` for ``(batch, m, k) @ (batch, k, n)``; layout NN, TN (A^T B) or NT (A B^T)."""
+    gen = th.Generator().manual_seed(0)
+    if layout == "TN":
+        a = th.randn(batch, k, m, generator=gen).transpose(1, 2)
+    else:
+        a = th.randn(batch, m, k, generator=gen)
+    b = th.randn(batch, n, k, generator=gen).transpose(1, 2) if layout == "NT" else th.randn(batch, k, n, generator=gen)
+    out = th.empty(batch, m, n)
+    th.bmm(a, b, out=out)
+    reps, elapsed = 0, 0.0
+    best = float("inf")
+    while elapsed < min_seconds or reps < 3:
+        t = timed(lambda: th.bmm(a, b, out=out))
+        best, elapsed, reps = min(best, t), elapsed + t, reps + 1
+    return 2 * batch * m * k * n / best / 1e9
+
+
+def ensemble_flops_per_row(ensemble: GaussianEnsemble) -> tuple[int, int]:
+    """Multiply-accumulates per row and member: (all layers, all layers but the first)."""
+    sizes = [(layer.weight.shape[1], layer.weight.shape[2]) for layer in [*ensemble.layers, ensemble.output_layer]]
+    all_layers = sum(i * o for i, o in sizes)
+    return all_layers, all_layers - sizes[0][0] * sizes[0][1]
+
+
+def bench_ensemble(repeats: int, min_seconds: float) -> dict[str, float]:
+    th.manual_seed(0)
+    members, hidden, n_train, n_rollout = 7, 200, 20_000, 100_000
+    ensemble = GaussianEnsemble(OBS_DIM, ACT_DIM, ensemble_size=members, num_elites=5, hidden_sizes=(hidden,) * 4)
+    trainer = EnsembleTrainer(ensemble, batch_size=BATCH, holdout_ratio=0.0, max_epochs=1)
+    obs, actions = th.randn(n_train, OBS_DIM), th.rand(n_train, ACT_DIM) * 2 - 1
+    rewards, next_obs = th.randn(n_train), obs + 0.1 * th.randn(n_train, OBS_DIM)
+    trainer.fit(obs, actions, rewards, next_obs)  # warm-up
+    epoch_times = [timed(lambda: trainer.fit(obs, actions, rewards, next_obs)) for _ in range(repeats)]
+
+    roll_obs, roll_actions = th.randn(n_rollout, OBS_DIM), th.rand(n_rollout, ACT_DIM) * 2 - 1
+    ensemble.sample(roll_obs, roll_actions)  # warm-up
+    rollout_times = [timed(lambda: ensemble.sample(roll_obs, roll_actions)) for _ in range(repeats)]
+
+    # FLOPs: training = forward + weight gradients + input gradients (not of the first layer), every member
+    # on its own minibatch of each row; rollout = forward of the elites, each on its share of the states
+    macs, macs_no_first = ensemble_flops_per_row(ensemble)
+    epoch_flops = 2 * members * n_train * (2 * macs + macs_no_first)
+    rollout_flops = 2 * n_rollout * macs
+    # Peak: the best bmm throughput at the op's dominant (hidden x hidden) size, over its layouts
+    train_peak = max(
+        bmm_gflops(members, BATCH, hidden, hidden, "NN", min_seconds),  # forward
+        bmm_gflops(members, hidden, BATCH, hidden, "TN", min_seconds),  # weight gradient
+        bmm_gflops(members, BATCH, hidden, hidden, "NT", min_seconds),  # input gradient
+    )
+    per_elite = -(-n_rollout // ensemble.num_elites)
+    rollout_peak = bmm_gflops(ensemble.num_elites, per_elite, hidden, hidden, "NN", min_seconds)
+    epoch_s, rollout_s = statistics.median(epoch_times), statistics.median(rollout_times)
+    epoch_floor, rollout_floor = epoch_flops / (train_peak * 1e9), rollout_flops / (rollout_peak * 1e9)
+    return {
+        "ensemble_epoch_s": epoch_s,
+        "ensemble_epoch_samples_per_s": n_train / epoch_s,
+        "ensemble_epoch_gflop": epoch_flops / 1e9,
+        "ensemble_train_peak_gflops": train_peak,
+        "ensemble_epoch_floor_s": epoch_floor,
+        "ensemble_epoch_floor_ratio": epoch_s / epoch_floor,
+        "rollout_s": rollout_s,
+        "rollout_samples_per_s": n_rollout / rollout_s,
+        "rollout_gflop": rollout_flops / 1e9,
+        "rollout_peak_gflops": rollout_peak,
+        "rollout_floor_s": rollout_floor,
+        "rollout_floor_ratio": rollout_s / rollout_floor,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- (c) end to end
+class WindowTimer(BaseCallback):
+    """Wall-clock time between env steps ``start`` and ``end``; stops learning at ``end``."""
+
+    def __init__(self, start: int, end: int) -> None:
+        super().__init__()
+        self.start, self.end = start, end
+        self.t_start = self.t_end = 0.0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.start:
+            self.t_start = time.perf_counter()
+        if self.num_timesteps >= self.end:
+            self.t_end = time.perf_counter()
+            return False
+        return True
+
+
+def e2e_worker(algo: str, start: int, end: int, learning_starts: int) -> dict[str, Any]:
+    """Runs in its own process: steps/s over the window and the process's peak RSS."""
+    used = algo
+    if algo == "mbpo_tom":
+        try:
+            from sb3_tom import MBPO_TOM  # type: ignore[attr-defined]
+
+            model: SAC = MBPO_TOM("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu")
+        except ImportError:
+            from sb3_tom import MBPO
+
+            used = "mbpo"
+            model = MBPO("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu")
+    else:
+        model = SAC("MlpPolicy", ENV_ID, gradient_steps=20, learning_starts=learning_starts, seed=0, device="cpu")
+    timer = WindowTimer(start, end)
+    model.learn(end + 1, callback=timer)
+    return {
+        "algo": used,
+        "steps_per_s": (end - start) / (timer.t_end - timer.t_start),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def bench_e2e(start: int, end: int, learning_starts: int, threads: int) -> dict[str, Any]:
+    results = {}
+    for algo in ("mbpo_tom", "sac"):
+        cmd = [sys.executable, __file__, "--e2e-worker", algo, "--threads", str(threads)]
+        cmd += ["--window", str(start), str(end), "--learning-starts", str(learning_starts)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"end-to-end worker {algo} failed:\n{proc.stderr[-3000:]}")
+        results[algo] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours, sac = results["mbpo_tom"], results["sac"]
+    return {
+        "e2e_algo": ours["algo"],
+        "e2e_window": [start, end],
+        "e2e_learning_starts": learning_starts,
+        "e2e_steps_per_s": ours["steps_per_s"],
+        "e2e_sac_steps_per_s": sac["steps_per_s"],
+        "end_to_end_speedup_vs_sb3_sac": ours["steps_per_s"] / sac["steps_per_s"],
+        "e2e_peak_rss_mb": ours["peak_rss_mb"],
+        "e2e_sac_peak_rss_mb": sac["peak_rss_mb"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- (d) memory
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_memory() -> dict[str, float]:
+    """Bytes of a full 1M real buffer (SB3 ``ReplayBuffer``, HalfCheetah spaces) and of the default model buffer."""
+    env = make_env()
+    before = rss_mb() if os.path.exists("/proc/self/statm") else float("nan")
+    real = ReplayBuffer(1_000_000, env.observation_space, env.action_space, device="cpu")
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        getattr(real, name).fill(0)  # touch every page, as a full buffer does
+    real_bytes = sum(getattr(real, n).nbytes for n in ("observations", "next_observations", "actions", "rewards", "dones"))
+    real_bytes += real.timeouts.nbytes
+    # MBPO defaults: rollout_batch_size 100k, k=1, epoch_length / model_train_freq = 4 rounds, 1 retained epoch
+    model = ModelReplayBuffer(100_000 * 1 * 4 * 1, OBS_DIM, ACT_DIM)
+    model_bytes = model.storage.numel() * model.storage.element_size()
+    after = rss_mb() if os.path.exists("/proc/self/statm") else float("nan")
+    return {
+        "real_buffer_1m_mb": real_bytes / 2**20,
+        "model_buffer_mb": model_bytes / 2**20,
+        "buffers_total_mb": (real_bytes + model_bytes) / 2**20,
+        "buffers_rss_increase_mb": after - before,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- report
+def table(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| measurement | ours | reference | ratio |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run (under 3 minutes on 2 cores)")
+    parser.add_argument("--json", type=str, default=None, help="write the figures to this JSON file")
+    parser.add_argument("--threads", type=int, default=th.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end section")
+    parser.add_argument("--e2e-worker", type=str, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--learning-starts", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    if args.e2e_worker is not None:
+        print(json.dumps(e2e_worker(args.e2e_worker, args.window[0], args.window[1], args.learning_starts)))
+        return
+
+    quick = args.quick
+    start_time = time.perf_counter()
+    info = {
+        "torch": th.__version__,
+        "threads": th.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "quick": quick,
+        "load_average_start": load_average(),
+    }
+    print(f"torch {info['torch']}, {info['threads']} threads, {info['cpu_count']} CPUs, load {info['load_average_start']}")
+    results: dict[str, Any] = dict(info)
+
+    results.update(bench_update(rounds=4 if quick else 30))
+    print(f"(a) done in {time.perf_counter() - start_time:.0f}s", flush=True)
+    results.update(bench_ensemble(repeats=2 if quick else 7, min_seconds=0.2 if quick else 1.0))
+    print(f"(b) done in {time.perf_counter() - start_time:.0f}s", flush=True)
+    results.update(bench_memory())
+    if not args.skip_e2e:
+        if quick:  # one model round (at step 1001) in 100 steps: 2.5x the default share of model learning
+            window, learning_starts = (1000, 1100), 1000
+        else:
+            window, learning_starts = (5000, 6000), 5000
+        results.update(bench_e2e(window[0], window[1], learning_starts, args.threads))
+        print(f"(c) done in {time.perf_counter() - start_time:.0f}s", flush=True)
+    results["load_average_end"] = load_average()
+    results["total_seconds"] = time.perf_counter() - start_time
+
+    r = results
+    rows = [
+        (
+            "(a) SAC gradient step, batch 256, ms",
+            f"{r['fast_update_ms_per_step']:.2f}",
+            f"{r['sb3_sac_train_ms_per_step']:.2f} (SB3 SAC.train)",
+            f"{r['update_speedup_vs_sb3_sac']:.2f}x faster",
+        ),
+        (
+            "(a) same, MBPO mixed batches (5% real), ms",
+            f"{r['mixed_fast_update_ms_per_step']:.2f}",
+            f"{r['mixed_sb3_sac_train_ms_per_step']:.2f} (SB3 SAC.train)",
+            f"{r['mixed_update_speedup_vs_sb3_sac']:.2f}x faster",
+        ),
+        (
+            "(b) ensemble epoch, 20k transitions, s",
+            f"{r['ensemble_epoch_s']:.3f} ({r['ensemble_epoch_samples_per_s']:,.0f} samples/s)",
+            f"{r['ensemble_epoch_floor_s']:.3f} (FLOP floor: {r['ensemble_epoch_gflop']:.1f} GFLOP at "
+            f"{r['ensemble_train_peak_gflops']:.0f} GFLOP/s)",
+            f"{r['ensemble_epoch_floor_ratio']:.2f}x floor",
+        ),
+        (
+            "(b) rollout step, 100k states, s",
+            f"{r['rollout_s']:.3f} ({r['rollout_samples_per_s']:,.0f} samples/s)",
+            f"{r['rollout_floor_s']:.3f} (FLOP floor: {r['rollout_gflop']:.1f} GFLOP at "
+            f"{r['rollout_peak_gflops']:.0f} GFLOP/s)",
+            f"{r['rollout_floor_ratio']:.2f}x floor",
+        ),
+    ]
+    if "e2e_steps_per_s" in r:
+        s, e = r["e2e_window"]
+        rows.append(
+            (
+                f"(c) end to end, {r['e2e_algo']} env steps/s over steps {s}-{e} (learning_starts {r['e2e_learning_starts']})",
+                f"{r['e2e_steps_per_s']:.2f}",
+                f"{r['e2e_sac_steps_per_s']:.2f} (SB3 SAC, gradient_steps=20)",
+                f"{r['end_to_end_speedup_vs_sb3_sac']:.2f}x faster",
+            )
+        )
+        rows.append(
+            (
+                "(c) peak RSS, MB",
+                f"{r['e2e_peak_rss_mb']:.0f}",
+                f"{r['e2e_sac_peak_rss_mb']:.0f} (SB3 SAC)",
+                f"{r['e2e_peak_rss_mb'] / r['e2e_sac_peak_rss_mb']:.2f}x",
+            )
+        )
+    rows.append(
+        (
+            "(d) 1M real buffer + default model buffer, MB",
+            f"{r['buffers_total_mb']:.0f} ({r['real_buffer_1m_mb']:.0f} + {r['model_buffer_mb']:.0f}; "
+            f"RSS +{r['buffers_rss_increase_mb']:.0f})",
+            "2048 (budget)",
+            f"{r['buffers_total_mb'] / 2048:.2f}x budget",
+        )
+    )
+    print()
+    print(table(rows))
+    print(f"\nload average: {r['load_average_start']} (start) -> {r['load_average_end']} (end); {r['total_seconds']:.0f}s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

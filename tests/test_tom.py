@@ -1,0 +1,272 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+
+from sb3_tom import MBPO_TOM
+from sb3_tom.buffers import Transitions, recent_mask
+from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.dynamics.training import EnsembleTrainer
+from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
+from sb3_tom.tom.dual import DualTrainer, DualValue, f_star, residuals
+from sb3_tom.tom.start_states import episode_start_mask
+from sb3_tom.tom.weights import clip_weights, normalized_weights, weight_reference
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative."""
+    scores = np.concatenate([positive, negative])
+    ranks = scores.argsort().argsort() + 1
+    r_pos = ranks[: len(positive)].sum()
+    return (r_pos - len(positive) * (len(positive) + 1) / 2) / (len(positive) * len(negative))
+
+
+def synthetic_buffer(n_old=3000, n_recent=1000, seed=0):
+    """Old transitions around s=0 with random actions; recent ones around s=1.5 with actions near 0.5."""
+    gen = th.Generator().manual_seed(seed)
+    s_old = 0.5 * th.randn(n_old, 2, generator=gen)
+    a_old = th.rand(n_old, 1, generator=gen) * 2 - 1
+    s_new = 3.0 + 0.5 * th.randn(n_recent, 2, generator=gen)
+    a_new = (0.5 + 0.2 * th.randn(n_recent, 1, generator=gen)).clamp(-1, 1)
+    s, a = th.cat([s_old, s_new]), th.cat([a_old, a_new])
+    next_s = s + 0.1 * a
+    n = n_old + n_recent
+    ends = th.zeros(n)
+    ends[49::50] = 1.0  # episodes of 50 steps
+    return Transitions(s, a, th.zeros(n), next_s, th.zeros(n), ends)
+
+
+def recent_like_policy(obs: th.Tensor) -> th.Tensor:
+    return (0.5 + 0.2 * th.randn(obs.shape[0], 1)).clamp(-1, 1)
+
+
+# ---------------------------------------------------------------- (a) recent above old
+@pytest.mark.parametrize("f_divergence, gamma", [("chi", 0.5), ("kl", 0.9)])
+def test_discriminator_and_weights_rank_recent_above_old(f_divergence, gamma):
+    """
+    The current policy starts in the recent region and its actions keep it there, so its occupancy is the recent
+    region: the optimal weights are about 4 on recent transitions and 0 on old ones. (The discount is below 0.99
+    so that 1000 dual steps converge on this degenerate problem, where the true ratio on old data is 0.)
+    """
+    th.manual_seed(0)
+    data = synthetic_buffer()
+    n = len(data)
+    recent = recent_mask(n, 1000)
+    disc = TransitionDiscriminator(2, 1)
+    inputs = TransitionDiscriminator.inputs(data)
+    stats = train_discriminator(disc, inputs[recent], inputs, make_discriminator_optimizer(disc), n_steps=300)
+    assert stats.accuracy > 0.7
+    with th.no_grad():
+        log_ratio = disc(inputs)
+    assert auc(log_ratio[recent].numpy(), log_ratio[~recent].numpy()) > 0.9
+
+    dual = DualValue(2, 1)
+    trainer = DualTrainer(dual, f_divergence, gamma=gamma)
+    starts = data.observations[recent][::50]
+    trainer.train(data, log_ratio, starts, recent_like_policy, n_steps=1000)
+    with th.no_grad():
+        e = residuals(dual, data, log_ratio, recent_like_policy(data.next_observations), gamma)
+    w = clip_weights(normalized_weights(e, f_divergence, weight_reference(e, f_divergence)), 10.0)
+    assert auc(w[recent].numpy(), w[~recent].numpy()) > 0.9
+    assert float(w[recent].mean()) > 10 * float(w[~recent].mean())
+
+
+# ---------------------------------------------------------------- (b) known ratio
+@pytest.mark.parametrize("f_divergence", ["chi", "kl"])
+def test_dual_weights_recover_known_ratio(f_divergence):
+    """
+    With γ = 0, r = 0 and μ0 = the buffer's state distribution, the optimal weight of (s, a) is π(a|s) / β(a|s).
+    Behaviour β = N(0, 0.6²), policy π = N(0.2 s, 0.4²), s ~ U(-1, 1).
+    """
+    th.manual_seed(1)
+    n = 20_000
+    s = th.rand(n, 1) * 2 - 1
+    a = 0.6 * th.randn(n, 1)
+    data = Transitions(s, a, th.zeros(n), s.clone(), th.zeros(n))
+
+    def policy(obs):
+        return 0.2 * obs + 0.4 * th.randn(obs.shape[0], 1)
+
+    def log_normal(x, mu, sigma):
+        return -0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma)
+
+    true_w = th.exp(log_normal(a, 0.2 * s, 0.4) - log_normal(a, 0.0, 0.6)).squeeze(-1)
+    dual = DualValue(1, 1, (64, 64))
+    trainer = DualTrainer(dual, f_divergence, gamma=0.0, learning_rate=1e-3, weight_decay=0.0, batch_size=512)
+    trainer.train(data, th.zeros(n), s, policy, n_steps=3000)
+    with th.no_grad():
+        e = residuals(dual, data, th.zeros(n), policy(s), 0.0)
+    w = normalized_weights(e, f_divergence, weight_reference(e, f_divergence))
+    # Compare where the true ratio is not extreme (the bulk of the buffer)
+    bulk = true_w < 3.0
+    assert float(bulk.float().mean()) > 0.9
+    rel_err = ((w[bulk] - true_w[bulk]).abs() / true_w[bulk].clamp_min(0.1)).median()
+    corr = np.corrcoef(w[bulk].numpy(), true_w[bulk].numpy())[0, 1]
+    # tolerance: median relative error below 25% and correlation above 0.9
+    assert rel_err < 0.25, float(rel_err)
+    assert corr > 0.9, corr
+
+
+def test_kl_loss_is_stable_for_large_residuals():
+    e = th.tensor([1000.0, -1000.0, 0.0])
+    assert th.isfinite(f_star(e, "kl"))
+    w = normalized_weights(e, "kl", weight_reference(e, "kl"))
+    assert th.isfinite(w).all() and float(w.mean()) == pytest.approx(1.0, rel=1e-4)
+
+
+# ---------------------------------------------------------------- (c) weighted NLL fits the weighted subset
+def test_weighted_nll_fits_weighted_subset_better_than_mle():
+    gen = th.Generator().manual_seed(0)
+    n = 2000
+    s = th.rand(n, 1, generator=gen) * 2 - 1
+    a = th.rand(n, 1, generator=gen) * 2 - 1
+    new = th.arange(n) >= n // 2  # same inputs, but the dynamics changed: old s' = s + 1, new s' = s - 1
+    next_s = s + th.where(new, -1.0, 1.0).unsqueeze(1) + 0.01 * th.randn(n, 1, generator=gen)
+    rewards = th.zeros(n)
+    weights = th.where(new, 1.9, 0.1)
+
+    def fit(sample_weight):
+        th.manual_seed(0)
+        ens = GaussianEnsemble(1, 1, ensemble_size=3, num_elites=2, hidden_sizes=(32, 32))
+        EnsembleTrainer(ens, max_epochs=40, patience=40, learning_rate=3e-3).fit(s, a, rewards, next_s, sample_weight)
+        pred, _ = ens.sample(s[new], a[new], deterministic=True)
+        return float(((pred - next_s[new]) ** 2).mean())
+
+    mse_weighted, mse_mle = fit(weights), fit(None)
+    assert mse_weighted < 0.5 * mse_mle, (mse_weighted, mse_mle)
+
+
+# ---------------------------------------------------------------- the algorithm
+FAST = dict(
+    learning_starts=300,
+    gradient_steps=1,
+    batch_size=64,
+    model_train_freq=200,
+    rollout_batch_size=300,
+    ensemble_size=3,
+    num_elites=2,
+    dynamics_hidden_sizes=[32, 32],
+    model_max_epochs=3,
+    policy_buffer_size=200,
+    discriminator_steps=30,
+    dual_steps=50,
+)
+
+
+def fast_tom(env="Pendulum-v1", **kwargs):
+    return MBPO_TOM("MlpPolicy", env, **{**FAST, **kwargs})
+
+
+def test_tom_logs_diagnostics_and_weights_normalised():
+    model = fast_tom(seed=0)
+    model.set_logger(configure(None, [""]))
+    model.learn(500)
+    values = model.logger.name_to_value
+    for key in [
+        "tom/discriminator_loss",
+        "tom/discriminator_accuracy",
+        "tom/dual_loss",
+        "tom/weight_raw_mean",
+        "tom/weight_max",
+        "tom/weight_ess_fraction",
+        "tom/weight_clipped_fraction",
+        "tom/recent_weight_ratio",
+    ]:
+        assert key in values and np.isfinite(values[key]), key
+    data = model._real_data()
+    w = model.transition_weights(
+        data.observations.numpy(), data.actions.numpy(), data.next_observations.numpy(), data.terminated.numpy()
+    )
+    assert w.shape == (len(data),) and (w >= 0).all()
+    assert w.mean() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_before_window_full_uses_mle():
+    model = fast_tom(policy_buffer_size=1000, learning_starts=100, model_train_freq=100)
+    model.set_logger(configure(None, [""]))
+    model.learn(150)
+    assert model.logger.name_to_value["tom/active"] == 0
+    with pytest.raises(RuntimeError, match="No TOM round"):
+        model.transition_weights(np.zeros((1, 3)), np.zeros((1, 1)), np.zeros((1, 3)), np.zeros(1))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"use_discriminator": False},
+        {"f_divergence": "kl"},
+        {"weight_mode": "resample"},
+        {"weighted_start_states": False, "weight_clip": None},
+        {"official_discriminator": True},
+    ],
+)
+def test_variants_run(kwargs):
+    model = fast_tom(seed=1, **kwargs)
+    model.set_logger(configure(None, [""]))
+    model.learn(450)
+    assert model.logger.name_to_value["tom/active"] == 1
+    assert np.isfinite(model.logger.name_to_value["tom/weight_ess_fraction"])
+    if kwargs.get("use_discriminator") is False:
+        # (d) the recent window is rewarded, so it gets more weight than the buffer on average
+        assert model.logger.name_to_value["tom/recent_weight_ratio"] > 1.0
+
+
+def test_official_discriminator_trains_head_only():
+    model = fast_tom(seed=0, official_discriminator=True)
+    model.learn(450)
+    disc = model.discriminator
+    fresh_branch = th.nn.Linear(3, 128).weight  # noqa: F841  (documents the shape)
+    state = model.discriminator_optimizer.state_dict()
+    n_head = len(list(disc.head.parameters()))
+    assert len(state["param_groups"][0]["params"]) == n_head
+    assert not disc.standardize_inputs and th.equal(disc.input_std, th.ones_like(disc.input_std))
+
+
+def test_tom_save_load_roundtrip(tmp_path):
+    model = fast_tom(seed=2)
+    model.learn(450)
+    model.save(tmp_path / "tom.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    loaded = MBPO_TOM.load(tmp_path / "tom.zip", env=make_vec_env("Pendulum-v1", n_envs=1))
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    data = model._real_data()
+    args = (data.observations.numpy(), data.actions.numpy(), data.next_observations.numpy(), data.terminated.numpy())
+    np.testing.assert_array_equal(model.transition_weights(*args), loaded.transition_weights(*args))
+    for name in ["discriminator_optimizer", "dual_optimizer", "dynamics_optimizer"]:
+        a, b = getattr(model, name).state_dict()["state"], getattr(loaded, name).state_dict()["state"]
+        assert a.keys() == b.keys() and all(th.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+    for p, q in zip(model.dual.parameters(), loaded.dual.parameters(), strict=True):
+        assert th.equal(p, q)
+    assert loaded.f_divergence == model.f_divergence and loaded.policy_buffer_size == 200
+    loaded.learn(200, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 650
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"f_divergence": "js"}, "f_divergence"),
+        ({"weight_mode": "both"}, "weight_mode"),
+        ({"weight_clip": 0}, "weight_clip"),
+        ({"policy_buffer_size": 0}, "policy_buffer_size"),
+        ({"dual_gamma": 1.0}, "dual_gamma"),
+        ({"discriminator_soft_label": 1.0}, "soft_label"),
+    ],
+)
+def test_bad_tom_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MBPO_TOM("MlpPolicy", "Pendulum-v1", **kwargs)
+
+
+def test_episode_start_mask():
+    ends = th.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    data = Transitions(*(th.zeros(6, 1) for _ in range(2)), th.zeros(6), th.zeros(6, 1), th.zeros(6), ends)
+    assert episode_start_mask(data).tolist() == [True, False, False, True, False, True]
+
+
+def test_default_construction_on_halfcheetah():
+    model = MBPO_TOM("MlpPolicy", "HalfCheetah-v4")
+    assert model.gradient_steps == 20 and model.policy_buffer_size == 1000 and model.f_divergence == "chi"
+    assert isinstance(model.env.observation_space, gym.spaces.Box)

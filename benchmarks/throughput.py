@@ -257,12 +257,38 @@ def e2e_worker(algo: str, start: int, end: int, learning_starts: int) -> dict[st
     else:
         model = SAC("MlpPolicy", ENV_ID, gradient_steps=20, learning_starts=learning_starts, seed=0, device="cpu")
     timer = WindowTimer(start, end)
+    # Where the time goes: wrap the model round and the policy updates of this instance
+    spent = {"model_round_s": 0.0, "policy_updates_s": 0.0}
+    for method, key in (("train_model_and_rollout", "model_round_s"), ("_policy_updates", "policy_updates_s")):
+        if hasattr(model, method):
+            setattr(model, method, _accumulate_time(getattr(model, method), spent, key, timer))
     model.learn(end + 1, callback=timer)
-    return {
-        "algo": used,
-        "steps_per_s": (end - start) / (timer.t_end - timer.t_start),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    window_s = timer.t_end - timer.t_start
+    return {"algo": used, "steps_per_s": (end - start) / window_s, "window_s": window_s, "peak_rss_mb": peak_rss_mb(), **spent}
+
+
+def _accumulate_time(fn: Callable[..., Any], spent: dict[str, float], key: str, timer: WindowTimer) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if timer.t_start > 0:  # inside the window
+                spent[key] += time.perf_counter() - start
+
+    return wrapper
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (VmHWM: unlike ru_maxrss, not inherited from the parent at exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_e2e(start: int, end: int, learning_starts: int, threads: int) -> dict[str, Any]:
@@ -284,6 +310,10 @@ def bench_e2e(start: int, end: int, learning_starts: int, threads: int) -> dict[
         "end_to_end_speedup_vs_sb3_sac": ours["steps_per_s"] / sac["steps_per_s"],
         "e2e_peak_rss_mb": ours["peak_rss_mb"],
         "e2e_sac_peak_rss_mb": sac["peak_rss_mb"],
+        "e2e_window_s": ours["window_s"],
+        "e2e_model_round_s": ours["model_round_s"],
+        "e2e_policy_updates_s": ours["policy_updates_s"],
+        "e2e_sac_window_s": sac["window_s"],
     }
 
 
@@ -401,6 +431,15 @@ def main() -> None:
                 f"{r['e2e_steps_per_s']:.2f}",
                 f"{r['e2e_sac_steps_per_s']:.2f} (SB3 SAC, gradient_steps=20)",
                 f"{r['end_to_end_speedup_vs_sb3_sac']:.2f}x faster",
+            )
+        )
+        rows.append(
+            (
+                f"(c) where {r['e2e_algo']}'s window time goes, s",
+                f"{r['e2e_window_s']:.0f} total: {r['e2e_policy_updates_s']:.0f} SAC updates, "
+                f"{r['e2e_model_round_s']:.0f} model rounds (model + rollouts)",
+                f"{r['e2e_sac_window_s']:.0f} (SB3 SAC)",
+                "",
             )
         )
         rows.append(

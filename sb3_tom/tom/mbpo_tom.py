@@ -68,7 +68,6 @@ class MBPO_TOM(MBPO):
         self,
         policy: Any,
         env: Any,
-        *args: Any,
         policy_buffer_size: int = 1000,
         f_divergence: str = "chi",
         use_discriminator: bool = True,
@@ -110,7 +109,7 @@ class MBPO_TOM(MBPO):
         self.weighted_start_states = weighted_start_states
         self._weight_reference: float | None = None
         self._validate_tom_hyperparameters()
-        super().__init__(policy, env, *args, _init_setup_model=_init_setup_model, **kwargs)
+        super().__init__(policy, env, _init_setup_model=_init_setup_model, **kwargs)
 
     def _validate_tom_hyperparameters(self) -> None:
         def require(condition: bool, message: str) -> None:

@@ -28,9 +28,6 @@ TINY += ["model_max_epochs:5"]
 TINY_TOM = ["policy_buffer_size:50", "discriminator_steps:20", "dual_steps:20"]
 HEAVY_MODULES = ["numpy", "torch", "stable_baselines3", "sb3_tom", "rl_zoo3", "optuna", "gymnasium", "yaml"]
 
-# Every test here uses the session's installed environments: keep them on one xdist worker
-pytestmark = pytest.mark.xdist_group("zoo")
-
 # What building the distribution needs, without build outputs (stale build/ files could leak into wheels)
 _SOURCE_DIRS = ("sb3_tom", "hyperparams", "build_backend")
 _SOURCE_FILES = ("setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE")

@@ -23,7 +23,7 @@ train: venv
 	$(PY) examples/train.py --algo $(ALGO) --env $(ENV) --steps $(STEPS) --seed $(SEED) --log-dir $(LOGDIR)
 
 test: venv
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
+	$(PY) -m pytest -n 2 --durations=15 tests
 
 lint: venv
 	$(VENV)/bin/ruff check .

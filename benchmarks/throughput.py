@@ -11,7 +11,8 @@ b. dynamics ensemble (7 members, 4x200): one ``EnsembleTrainer`` epoch over 20,0
    ``GaussianEnsemble.sample`` of 100,000 states, against their FLOP floor (FLOPs / batched-matmul throughput
    measured in this run at the same sizes).
 c. end to end: env steps/s of MBPO_TOM (MBPO while MBPO_TOM is not available) with its defaults vs SB3 SAC with
-   ``gradient_steps=20`` over the same window of env steps (each in its own process; peak RSS of each).
+   ``gradient_steps=20`` over the same window of env steps, each in its own process, the two taking turns in
+   chunks of env steps so that load changes hit both alike; where MBPO_TOM's time goes; peak RSS of each.
 d. memory: bytes of a 1M-transition real buffer and the HalfCheetah-default model buffer, and RSS once filled.
 
 Every timing is wall-clock. The machine's load average is printed: on a shared machine, compare ratios.
@@ -25,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +45,7 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
-from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.dynamics.ensemble import INFERENCE_CHUNK_ROWS, GaussianEnsemble
 from sb3_tom.dynamics.training import EnsembleTrainer
 from sb3_tom.mbpo.fast_sac import fast_sac_train
 
@@ -197,14 +199,17 @@ def bench_ensemble(repeats: int, min_seconds: float) -> dict[str, float]:
     macs, macs_no_first = ensemble_flops_per_row(ensemble)
     epoch_flops = 2 * members * n_train * (2 * macs + macs_no_first)
     rollout_flops = 2 * n_rollout * macs
-    # Peak: the best bmm throughput at the op's dominant (hidden x hidden) size, over its layouts
+    # Peak: the best bmm throughput at the op's dominant (hidden x hidden) layer, over its layouts and sizes
     train_peak = max(
         bmm_gflops(members, BATCH, hidden, hidden, "NN", min_seconds),  # forward
         bmm_gflops(members, hidden, BATCH, hidden, "TN", min_seconds),  # weight gradient
         bmm_gflops(members, BATCH, hidden, hidden, "NT", min_seconds),  # input gradient
     )
     per_elite = -(-n_rollout // ensemble.num_elites)
-    rollout_peak = bmm_gflops(ensemble.num_elites, per_elite, hidden, hidden, "NN", min_seconds)
+    rollout_peak = max(  # the whole batch per elite, and a cache-sized chunk of it
+        bmm_gflops(ensemble.num_elites, per_elite, hidden, hidden, "NN", min_seconds),
+        bmm_gflops(ensemble.num_elites, INFERENCE_CHUNK_ROWS, hidden, hidden, "NN", min_seconds),
+    )
     epoch_s, rollout_s = statistics.median(epoch_times), statistics.median(rollout_times)
     epoch_floor, rollout_floor = epoch_flops / (train_peak * 1e9), rollout_flops / (rollout_peak * 1e9)
     return {
@@ -224,57 +229,65 @@ def bench_ensemble(repeats: int, min_seconds: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- (c) end to end
-class WindowTimer(BaseCallback):
-    """Wall-clock time between env steps ``start`` and ``end``; stops learning at ``end``."""
+def make_agent(algo: str, learning_starts: int) -> tuple[SAC, str]:
+    if algo == "sac":
+        return SAC("MlpPolicy", ENV_ID, gradient_steps=20, learning_starts=learning_starts, seed=0, device="cpu"), "sac"
+    try:
+        from sb3_tom import MBPO_TOM  # type: ignore[attr-defined]
 
-    def __init__(self, start: int, end: int) -> None:
+        return MBPO_TOM("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu"), "mbpo_tom"
+    except ImportError:
+        from sb3_tom import MBPO
+
+        return MBPO("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu"), "mbpo"
+
+
+class StepCounter(BaseCallback):
+    """Counts the env steps of a ``learn`` call (to check the window covers exactly the steps asked for)."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.start, self.end = start, end
-        self.t_start = self.t_end = 0.0
+        self.steps = 0
 
     def _on_step(self) -> bool:
-        if self.num_timesteps == self.start:
-            self.t_start = time.perf_counter()
-        if self.num_timesteps >= self.end:
-            self.t_end = time.perf_counter()
-            return False
+        self.steps += 1
         return True
 
 
-def e2e_worker(algo: str, start: int, end: int, learning_starts: int) -> dict[str, Any]:
-    """Runs in its own process: steps/s over the window and the process's peak RSS."""
-    used = algo
-    if algo == "mbpo_tom":
-        try:
-            from sb3_tom import MBPO_TOM  # type: ignore[attr-defined]
-
-            model: SAC = MBPO_TOM("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu")
-        except ImportError:
-            from sb3_tom import MBPO
-
-            used = "mbpo"
-            model = MBPO("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu")
-    else:
-        model = SAC("MlpPolicy", ENV_ID, gradient_steps=20, learning_starts=learning_starts, seed=0, device="cpu")
-    timer = WindowTimer(start, end)
-    # Where the time goes: wrap the model round and the policy updates of this instance
+def e2e_worker(algo: str, start: int, learning_starts: int) -> None:
+    """
+    One agent in its own process, driven over stdin: ``run N`` learns N more env steps and answers the seconds
+    it took (and the time spent in model rounds and policy updates); ``quit`` answers the peak RSS.
+    """
+    model, used = make_agent(algo, learning_starts)
     spent = {"model_round_s": 0.0, "policy_updates_s": 0.0}
     for method, key in (("train_model_and_rollout", "model_round_s"), ("_policy_updates", "policy_updates_s")):
         if hasattr(model, method):
-            setattr(model, method, _accumulate_time(getattr(model, method), spent, key, timer))
-    model.learn(end + 1, callback=timer)
-    window_s = timer.t_end - timer.t_start
-    return {"algo": used, "steps_per_s": (end - start) / window_s, "window_s": window_s, "peak_rss_mb": peak_rss_mb(), **spent}
+            setattr(model, method, _accumulate_time(getattr(model, method), spent, key))
+    model.learn(start)  # exploration up to the window (no training before learning_starts)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "run":
+            counter = StepCounter()
+            before = dict(spent)
+            clock = time.perf_counter()
+            model.learn(int(command[1]), callback=counter, reset_num_timesteps=False)
+            seconds = time.perf_counter() - clock
+            reply = {key: spent[key] - before[key] for key in spent}
+            print(json.dumps({"seconds": seconds, "steps": counter.steps, **reply}), flush=True)
+        else:
+            print(json.dumps({"algo": used, "peak_rss_mb": peak_rss_mb(), "num_timesteps": model.num_timesteps}), flush=True)
+            return
 
 
-def _accumulate_time(fn: Callable[..., Any], spent: dict[str, float], key: str, timer: WindowTimer) -> Callable[..., Any]:
+def _accumulate_time(fn: Callable[..., Any], spent: dict[str, float], key: str) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            if timer.t_start > 0:  # inside the window
-                spent[key] += time.perf_counter() - start
+            spent[key] += time.perf_counter() - start
 
     return wrapper
 
@@ -291,29 +304,62 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_e2e(start: int, end: int, learning_starts: int, threads: int) -> dict[str, Any]:
-    results = {}
-    for algo in ("mbpo_tom", "sac"):
+def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: int) -> dict[str, Any]:
+    """
+    MBPO_TOM and SB3 SAC, each in its own process, learn the window ``start..end`` in alternating chunks of
+    ``chunk`` env steps (one waits while the other runs), so that changes of the machine's load hit both alike.
+    """
+    algos = ("mbpo_tom", "sac")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    logs = {}
+    for algo in algos:
+        logs[algo] = tempfile.TemporaryFile("w+")
         cmd = [sys.executable, __file__, "--e2e-worker", algo, "--threads", str(threads)]
         cmd += ["--window", str(start), str(end), "--learning-starts", str(learning_starts)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"end-to-end worker {algo} failed:\n{proc.stderr[-3000:]}")
-        results[algo] = json.loads(proc.stdout.strip().splitlines()[-1])
-    ours, sac = results["mbpo_tom"], results["sac"]
+        procs[algo] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[algo], text=True)
+
+    def ask(algo: str, command: str | None) -> dict[str, Any]:
+        proc = procs[algo]
+        assert proc.stdin is not None and proc.stdout is not None
+        if command is not None:
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
+        for line in proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        logs[algo].seek(0)
+        raise RuntimeError(f"end-to-end worker {algo} failed:\n{logs[algo].read()[-3000:]}")
+
+    totals = {algo: {"seconds": 0.0, "steps": 0, "model_round_s": 0.0, "policy_updates_s": 0.0} for algo in algos}
+    try:
+        for algo in algos:
+            ask(algo, None)  # ready
+        for i, first in enumerate(range(start, end, chunk)):
+            n = min(chunk, end - first)
+            for algo in algos if i % 2 == 0 else algos[::-1]:
+                for key, value in ask(algo, f"run {n}").items():
+                    totals[algo][key] += value
+        final = {algo: ask(algo, "quit") for algo in algos}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    ours, sac = totals["mbpo_tom"], totals["sac"]
+    assert ours["steps"] == sac["steps"] == end - start, (ours["steps"], sac["steps"])
     return {
-        "e2e_algo": ours["algo"],
+        "e2e_algo": final["mbpo_tom"]["algo"],
         "e2e_window": [start, end],
         "e2e_learning_starts": learning_starts,
-        "e2e_steps_per_s": ours["steps_per_s"],
-        "e2e_sac_steps_per_s": sac["steps_per_s"],
-        "end_to_end_speedup_vs_sb3_sac": ours["steps_per_s"] / sac["steps_per_s"],
-        "e2e_peak_rss_mb": ours["peak_rss_mb"],
-        "e2e_sac_peak_rss_mb": sac["peak_rss_mb"],
-        "e2e_window_s": ours["window_s"],
+        "e2e_chunk": chunk,
+        "e2e_steps_per_s": ours["steps"] / ours["seconds"],
+        "e2e_sac_steps_per_s": sac["steps"] / sac["seconds"],
+        "end_to_end_speedup_vs_sb3_sac": sac["seconds"] / ours["seconds"],
+        "e2e_peak_rss_mb": final["mbpo_tom"]["peak_rss_mb"],
+        "e2e_sac_peak_rss_mb": final["sac"]["peak_rss_mb"],
+        "e2e_window_s": ours["seconds"],
         "e2e_model_round_s": ours["model_round_s"],
         "e2e_policy_updates_s": ours["policy_updates_s"],
-        "e2e_sac_window_s": sac["window_s"],
+        "e2e_sac_window_s": sac["seconds"],
     }
 
 
@@ -363,7 +409,7 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     if args.e2e_worker is not None:
-        print(json.dumps(e2e_worker(args.e2e_worker, args.window[0], args.window[1], args.learning_starts)))
+        e2e_worker(args.e2e_worker, args.window[0], args.learning_starts)
         return
 
     quick = args.quick
@@ -386,10 +432,10 @@ def main() -> None:
     results.update(bench_memory())
     if not args.skip_e2e:
         if quick:  # one model round (at step 1001) in 100 steps: 2.5x the default share of model learning
-            window, learning_starts = (1000, 1100), 1000
+            window, learning_starts, chunk = (1000, 1100), 1000, 25
         else:
-            window, learning_starts = (5000, 6000), 5000
-        results.update(bench_e2e(window[0], window[1], learning_starts, args.threads))
+            window, learning_starts, chunk = (5000, 6000), 5000, 50
+        results.update(bench_e2e(window[0], window[1], learning_starts, chunk, args.threads))
         print(f"(c) done in {time.perf_counter() - start_time:.0f}s", flush=True)
     results["load_average_end"] = load_average()
     results["total_seconds"] = time.perf_counter() - start_time

@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=sorted(ALGOS), default="mbpo_tom")
     parser.add_argument("--env", default="HalfCheetah-v4")
-    parser.add_argument("--steps", type=int, default=30_000, help="total environment steps")
+    parser.add_argument("--steps", type=int, default=15_000, help="total environment steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", default="logs")
     parser.add_argument("--eval-freq", type=int, default=2500)

@@ -143,6 +143,7 @@ class EnsembleTrainer:
 
         ensemble.fit_input_normalizer(raw_inputs[train_idx])
         inputs = (raw_inputs - ensemble.input_mean) / ensemble.input_std
+        del raw_inputs  # n x input_dim floats: not needed any more
         hold_inputs, hold_targets = inputs[hold_idx], targets[hold_idx]
         hold_weights = None if sample_weight is None else sample_weight[hold_idx]
 
@@ -156,15 +157,14 @@ class EnsembleTrainer:
         epochs_since_update = 0
         epoch = 0
         train_loss = float("nan")
-        member_axis = th.arange(n_members, device=device).unsqueeze(1)
         while True:
             epoch += 1
             # One independent shuffle per member, no Python loop over members
             order = th.argsort(th.rand(n_members, n_train, device=device), dim=1)
-            epoch_idx = bootstrap[member_axis, order]
             losses = []
             for start_b in range(0, n_train, self.batch_size):
-                idx = epoch_idx[:, start_b : start_b + self.batch_size]
+                # Minibatch indices of each member (gathered per minibatch: no n_members x n_train copy per epoch)
+                idx = bootstrap.gather(1, order[:, start_b : start_b + self.batch_size])
                 mean, logvar = ensemble(inputs[idx])
                 weight = None if sample_weight is None else sample_weight[idx]
                 loss = weighted_nll_loss(mean, logvar, targets[idx], weight)

@@ -219,4 +219,4 @@ def fast_sac_train(model: SAC, gradient_steps: int, batch_size: int, buffer: Bat
 
 
 def _mean(values: list[th.Tensor]) -> float:
-    return float(th.stack(values).double().mean())
+    return float(th.stack(values).double().mean()) if values else float("nan")

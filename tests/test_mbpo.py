@@ -2,6 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from conftest import TINY_MBPO
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -12,17 +13,7 @@ from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
 from sb3_tom.mbpo.schedule import rollout_length_at
 
 # Tiny settings so that a few hundred steps run in seconds
-FAST = dict(
-    learning_starts=100,
-    gradient_steps=1,
-    batch_size=64,
-    model_train_freq=100,
-    rollout_batch_size=200,
-    ensemble_size=3,
-    num_elites=2,
-    dynamics_hidden_sizes=[32, 32],
-    model_max_epochs=5,
-)
+FAST = dict(**TINY_MBPO, learning_starts=100, model_train_freq=100, rollout_batch_size=200, model_max_epochs=5)
 
 
 def fast_mbpo(env="Pendulum-v1", **kwargs):

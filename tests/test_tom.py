@@ -2,6 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from conftest import TINY_MBPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 
@@ -140,14 +141,10 @@ def test_weighted_nll_fits_weighted_subset_better_than_mle():
 
 # ---------------------------------------------------------------- the algorithm
 FAST = dict(
+    **TINY_MBPO,
     learning_starts=300,
-    gradient_steps=1,
-    batch_size=64,
     model_train_freq=200,
     rollout_batch_size=300,
-    ensemble_size=3,
-    num_elites=2,
-    dynamics_hidden_sizes=[32, 32],
     model_max_epochs=3,
     policy_buffer_size=200,
     discriminator_steps=30,

@@ -225,11 +225,13 @@ class MBPO(SAC):
             self._setup_model()
 
     # ------------------------------------------------------------------ validation
-    def _validate_hyperparameters(self, batch_size: int, gradient_steps: int, learning_starts: int) -> None:
-        def require(condition: bool, message: str) -> None:
-            if not condition:
-                raise ValueError(f"{type(self).__name__}: {message}")
+    def _require(self, condition: bool, message: str) -> None:
+        """Raise a ``ValueError`` naming this algorithm if a hyperparameter check fails."""
+        if not condition:
+            raise ValueError(f"{type(self).__name__}: {message}")
 
+    def _validate_hyperparameters(self, batch_size: int, gradient_steps: int, learning_starts: int) -> None:
+        require = self._require
         require(self.model_train_freq >= 1, f"model_train_freq must be >= 1, got {self.model_train_freq}.")
         require(self.rollout_batch_size >= 1, f"rollout_batch_size must be >= 1, got {self.rollout_batch_size}.")
         validate_rollout_length(self.rollout_length)

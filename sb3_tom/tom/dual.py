@@ -107,17 +107,20 @@ class DualTrainer:
         :param n_steps: Gradient steps.
         """
         device = log_ratio.device
-        n, n_start = len(data), start_observations.shape[0]
+        n, n_start, size = len(data), start_observations.shape[0], self.batch_size
         loss = th.zeros((), device=device)
         for _ in range(n_steps):
-            idx = th.randint(n, (self.batch_size,), device=device)
+            idx = th.randint(n, (size,), device=device)
             batch = data.index(idx)
-            s0 = start_observations[th.randint(n_start, (self.batch_size,), device=device)]
+            s0 = start_observations[th.randint(n_start, (size,), device=device)]
+            # One policy pass for a0 ~ pi(s0) and a' ~ pi(s'), one dual pass for Q(s0, a0), Q(s', a'), Q(s, a)
             with th.no_grad():
-                a0 = sample_actions(s0)
-                next_actions = sample_actions(batch.next_observations)
-            e = residuals(self.dual, batch, log_ratio[idx], next_actions, self.gamma)
-            loss = (1 - self.gamma) * self.dual(s0, a0).mean() + f_star(e, self.f_divergence)
+                a0, next_actions = sample_actions(th.cat([s0, batch.next_observations])).split(size)
+            q0, next_q, q = self.dual(
+                th.cat([s0, batch.next_observations, batch.observations]), th.cat([a0, next_actions, batch.actions])
+            ).split(size)
+            e = log_ratio[idx] + self.gamma * (1.0 - batch.terminated) * next_q - q
+            loss = (1 - self.gamma) * q0.mean() + f_star(e, self.f_divergence)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -112,9 +112,7 @@ class MBPO_TOM(MBPO):
         super().__init__(policy, env, _init_setup_model=_init_setup_model, **kwargs)
 
     def _validate_tom_hyperparameters(self) -> None:
-        def require(condition: bool, message: str) -> None:
-            if not condition:
-                raise ValueError(f"MBPO_TOM: {message}")
+        require = self._require
 
         require(self.policy_buffer_size >= 1, f"policy_buffer_size must be >= 1, got {self.policy_buffer_size}.")
         require(self.f_divergence in F_DIVERGENCES, f"f_divergence must be one of {F_DIVERGENCES}, got {self.f_divergence!r}.")

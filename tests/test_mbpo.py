@@ -117,6 +117,21 @@ def test_learn_logs_model_and_rollout_keys(tmp_path):
     assert bool(model.dynamics.trained)
 
 
+def test_policy_actions_sampled_in_chunks_keep_row_order(monkeypatch):
+    from sb3_tom.mbpo import mbpo as mbpo_module
+
+    model = fast_mbpo()
+    monkeypatch.setattr(mbpo_module, "POLICY_CHUNK_ROWS", 16)
+    obs = th.randn(50, 3)
+    with th.no_grad():
+        th.manual_seed(1)
+        chunked = model._sample_actions(obs)
+        th.manual_seed(1)
+        expected = th.cat([model.actor(chunk, deterministic=False) for chunk in obs.split(16)])
+    assert chunked.shape == (50, 1)
+    assert th.equal(chunked, expected)
+
+
 def test_terminating_env_rollouts_terminate():
     model = fast_mbpo("InvertedPendulum-v4", rollout_length=5)
     model.learn(300)

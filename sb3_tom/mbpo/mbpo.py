@@ -36,6 +36,8 @@ from sb3_tom.mbpo.fast_sac import fast_sac_train
 from sb3_tom.mbpo.schedule import RolloutLength, rollout_length_at, validate_rollout_length
 
 SelfMBPO = TypeVar("SelfMBPO", bound="MBPO")
+# Rows of one policy pass when sampling actions for many states at once (model rollouts, TOM)
+POLICY_CHUNK_ROWS = 8192
 
 
 def _env_id(env: GymEnv | str | None) -> str | None:
@@ -431,7 +433,7 @@ class MBPO(SAC):
         self.policy.set_training_mode(False)
         stats = branched_rollout(
             self.dynamics,
-            lambda obs: self.actor(obs, deterministic=False),
+            self._sample_actions,
             self._termination,
             start_pool[idx],
             length,
@@ -445,6 +447,16 @@ class MBPO(SAC):
         self.logger.record("rollout/rollout_seconds", time.perf_counter() - start)
         if stats.n_nonfinite and self.verbose >= 1:
             print(f"Dropped {stats.n_nonfinite} non-finite model predictions during rollouts.")
+
+    def _sample_actions(self, obs: th.Tensor) -> th.Tensor:
+        """
+        Actions of the current stochastic policy (in the scaled ``[-1, 1]`` space) for a batch of observations,
+        evaluated ``POLICY_CHUNK_ROWS`` rows at a time: 100k rollout states would otherwise hold several
+        100k x 256 activations at once. Call it without autograd (rollouts, TOM's dual problem).
+        """
+        if obs.shape[0] <= POLICY_CHUNK_ROWS:
+            return self.actor(obs, deterministic=False)
+        return th.cat([self.actor(chunk, deterministic=False) for chunk in obs.split(POLICY_CHUNK_ROWS)])
 
     def _model_round_due(self) -> bool:
         return not bool(self.dynamics.trained) or self.num_timesteps - self._last_model_train_step >= self.model_train_freq

@@ -192,9 +192,6 @@ class MBPO_TOM(MBPO):
             self._fit_dynamics(data.index(idx))
         return weights if self.weighted_start_states else None
 
-    def _sample_actions(self, obs: th.Tensor) -> th.Tensor:
-        return self.actor(obs, deterministic=False)
-
     def _train_log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
         """``r(s, a, s')`` of every transition: the new discriminator's logit, or the recent-window indicator."""
         if not self.use_discriminator:

@@ -172,6 +172,7 @@ def test_tom_logs_diagnostics_and_weights_normalised():
         "tom/recent_weight_ratio",
     ]:
         assert key in values and np.isfinite(values[key]), key
+    assert values["tom/discriminator_seconds"] > 0 and values["tom/dual_seconds"] > 0
     data = model._real_data()
     w = model.transition_weights(
         data.observations.numpy(), data.actions.numpy(), data.next_observations.numpy(), data.terminated.numpy()

@@ -1,5 +1,6 @@
 """MBPO_TOM: MBPO whose dynamics model is learned by TOM (Transition Occupancy Matching)."""
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -161,10 +162,14 @@ class MBPO_TOM(MBPO):
             self.logger.record("tom/active", 0)
             return super()._learn_model(data)
         recent = recent_mask(n, self.policy_buffer_size, self.device)
+        start_time = time.perf_counter()
         log_ratio = self._train_log_ratio(data, recent)
+        dual_start_time = time.perf_counter()
         start_obs = data.observations[episode_start_mask(data)]
         dual_stats = self.dual_trainer.train(data, log_ratio, start_obs, self._sample_actions, self.dual_steps)
         e = self._residuals(data, log_ratio)
+        self.logger.record("tom/discriminator_seconds", dual_start_time - start_time)
+        self.logger.record("tom/dual_seconds", time.perf_counter() - dual_start_time)
         reference = weight_reference(e, self.f_divergence)
         raw = raw_weights(e, self.f_divergence)
         if not np.isfinite(reference) or (self.f_divergence == "chi" and reference <= 1e-8):

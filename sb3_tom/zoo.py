@@ -48,6 +48,50 @@ def default_config_path(algo: str) -> Path | None:
     return None
 
 
+#: Keys of RL Zoo's hyperparameter files that are not constructor arguments of the algorithm.
+ZOO_ONLY_KEYS = (
+    "n_timesteps",
+    "policy",
+    "normalize",
+    "n_envs",
+    "env_wrapper",
+    "vec_env_wrapper",
+    "callback",
+    "frame_stack",
+    "env_kwargs",
+    "monitor_kwargs",
+)
+
+
+def hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
+    """
+    Constructor arguments of ``algo`` (``"mbpo"`` or ``"mbpo_tom"``) for ``env_id`` from the hyperparameter files
+    shipped with sb3-tom (the ones RL Zoo uses), without RL Zoo's own keys (``n_timesteps``, ``policy``, ...)::
+
+        MBPO_TOM("MlpPolicy", "Hopper-v4", **hyperparameters("mbpo_tom", "Hopper-v4"))
+
+    Options of the environment itself (``env_kwargs``, e.g. Ant-v5's and Humanoid-v5's observation truncation as in
+    MBPO) are not included: RL Zoo passes them to ``gym.make``; do the same when building the env yourself.
+
+    :raises ValueError: unknown ``algo``, or no entry for ``env_id``.
+    """
+    import yaml
+
+    if algo not in ALGO_CLASS_NAMES:
+        raise ValueError(f"Unknown algorithm {algo!r}: expected one of {sorted(ALGO_CLASS_NAMES)}.")
+    path = default_config_path(algo)
+    if path is None:
+        raise ValueError(f"The hyperparameter file of {algo!r} is not installed (reinstall sb3-tom).")
+    with open(path) as file:
+        table = yaml.safe_load(file)
+    if env_id not in table:
+        raise ValueError(f"{path.name} has no entry for {env_id!r}; known environments: {', '.join(sorted(table))}.")
+    params = dict(table[env_id])
+    for key in ZOO_ONLY_KEYS:
+        params.pop(key, None)
+    return params
+
+
 def sample_mbpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """Sampler for MBPO hyperparameters (SAC's learning rate, batch size, discount and Polyak coefficient, plus
     the model-based ones: gradient steps per env step, real-data ratio, rollout length, model training period

@@ -5,34 +5,22 @@ epochs, G=10, the MBPO paper's target entropy -0.05) with smaller model rounds t
 2 CPU cores: 5,000 rollouts per round instead of 100,000 and at most 20 ensemble epochs per round.
 """
 
-from pathlib import Path
-
 import gymnasium as gym
 import pytest
-import yaml
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_tom import MBPO, MBPO_TOM
+from sb3_tom.zoo import hyperparameters
 
 ENV_ID = "InvertedPendulum-v4"
-HYPERPARAMS = Path(__file__).resolve().parents[1] / "hyperparams"
 REDUCTIONS = dict(rollout_batch_size=5000, model_max_epochs=20)
-ZOO_ONLY_KEYS = ("n_timesteps", "policy", "normalize", "n_envs", "env_wrapper", "callback", "frame_stack")
-
-
-def zoo_hyperparameters(algo_name: str) -> dict:
-    with open(HYPERPARAMS / f"{algo_name}.yml") as file:
-        params = dict(yaml.safe_load(file)[ENV_ID])
-    for key in ZOO_ONLY_KEYS:
-        params.pop(key, None)
-    return params
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo, name", [(MBPO, "mbpo"), (MBPO_TOM, "mbpo_tom")])
 def test_inverted_pendulum_reaches_900(algo, name):
-    params = {**zoo_hyperparameters(name), **REDUCTIONS}
+    params = {**hyperparameters(name, ENV_ID), **REDUCTIONS}
     assert params["learning_starts"] == 500 and params["gradient_steps"] == 10 and params["target_entropy"] == -0.05
     model = algo("MlpPolicy", ENV_ID, seed=0, **params)
     stop = StopTrainingOnRewardThreshold(reward_threshold=900, verbose=0)

@@ -269,3 +269,29 @@ def test_samplers_match_converters():
             if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
                 break
         assert set(sampled) <= accepted
+
+
+@pytest.mark.parametrize("algo", ["mbpo", "mbpo_tom"])
+def test_shipped_hyperparameters_build_valid_agents(algo):
+    """Every entry of the shipped hyperparameter files is accepted by the constructor (including its checks)."""
+    import yaml
+
+    import sb3_tom
+    from sb3_tom.zoo import default_config_path, hyperparameters
+
+    path = default_config_path(algo)
+    assert path is not None
+    with open(path) as file:
+        env_ids = list(yaml.safe_load(file))
+    assert {"HalfCheetah-v4", "Hopper-v5", "InvertedPendulum-v4", "Pendulum-v1"} <= set(env_ids)
+    cls = getattr(sb3_tom, {"mbpo": "MBPO", "mbpo_tom": "MBPO_TOM"}[algo])
+    for env_id in env_ids:
+        params = hyperparameters(algo, env_id)
+        assert "n_timesteps" not in params and "policy" not in params
+        # buffer_size=1: only construction and validation are tested, not memory
+        model = cls("MlpPolicy", env_id, **{**params, "buffer_size": 1000}, _init_setup_model=False)
+        assert model.gradient_steps == params.get("gradient_steps", model.gradient_steps)
+    with pytest.raises(ValueError, match="no entry for 'NoSuchEnv-v0'"):
+        hyperparameters(algo, "NoSuchEnv-v0")
+    with pytest.raises(ValueError, match="Unknown algorithm"):
+        hyperparameters("ppo", "Hopper-v4")

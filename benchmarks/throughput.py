@@ -6,7 +6,9 @@ Throughput of sb3_tom's hot paths, each figure measured in the same run as its r
 Sections (HalfCheetah-v4 sizes: obs 17, action 6):
 
 a. policy update: ``fast_sac_train`` vs SB3's ``SAC.train`` per gradient step (batch 256, identical networks,
-   same replay buffer), measured in interleaved rounds; also on MBPO's mixed real/model batches.
+   same replay buffer), measured in interleaved rounds; also on MBPO's mixed real/model batches. And the
+   update's FLOP floor: its matmul FLOPs at the best throughput measured in this run for its dominant matmul
+   (batch x hidden x hidden); SB3's time over that floor is the most any exact (float32) update can gain here.
 b. dynamics ensemble (7 members, 4x200): one ``EnsembleTrainer`` epoch over 20,000 transitions and one
    ``GaussianEnsemble.sample`` of 100,000 states, against their FLOP floor (FLOPs / batched-matmul throughput
    measured in this run at the same sizes).
@@ -144,7 +146,21 @@ def bench_update(rounds: int, gradient_steps: int = 20) -> dict[str, float]:
     mixed = interleaved({"sb3": sb3_train, "fast": fast_mixed}, rounds)
     sb3_mixed_ms = statistics.median(mixed["sb3"]) / gradient_steps * 1e3
     fast_mixed_ms = statistics.median(mixed["fast"]) / gradient_steps * 1e3
+
+    # FLOP floor of one update: every FLOP of its matmuls at the best throughput of its dominant matmul
+    hidden = max(m.out_features for m in reference.actor.modules() if isinstance(m, th.nn.Linear))
+    peak = max(
+        bmm_gflops(1, BATCH, hidden, hidden, layout, min_seconds=0.5 if rounds < 10 else 2.0)
+        for layout in ("NN", "TN", "NT")  # forward, weight gradient, input gradient
+    )
+    flops = sac_update_flops(reference, BATCH)
+    floor_ms = flops / (peak * 1e9) * 1e3
     return {
+        "update_gflop": flops / 1e9,
+        "update_matmul_peak_gflops": peak,
+        "update_floor_ms": floor_ms,
+        "update_floor_ratio": fast_ms / floor_ms,
+        "update_speedup_bound": sb3_ms / floor_ms,
         "sb3_sac_train_ms_per_step": sb3_ms,
         "fast_update_ms_per_step": fast_ms,
         "update_speedup_vs_sb3_sac": sb3_ms / fast_ms,
@@ -152,6 +168,42 @@ def bench_update(rounds: int, gradient_steps: int = 20) -> dict[str, float]:
         "mixed_fast_update_ms_per_step": fast_mixed_ms,
         "mixed_update_speedup_vs_sb3_sac": sb3_mixed_ms / fast_mixed_ms,
     }
+
+
+def linear_macs(networks: list[th.nn.Module]) -> tuple[int, int]:
+    """Multiply-accumulates per row of the ``nn.Linear`` layers of ``networks``: (all layers, their first layers)."""
+    total = first = 0
+    for network in networks:
+        layers = [m for m in network.modules() if isinstance(m, th.nn.Linear)]
+        total += sum(m.in_features * m.out_features for m in layers)
+        first += layers[0].in_features * layers[0].out_features
+    return total, first
+
+
+def sac_update_flops(model: SAC, batch_size: int) -> int:
+    """
+    Matmul FLOPs of one ``fast_sac_train`` step (forward ``F``, weight gradients ``W``, input gradients ``I``):
+
+    actor ``F`` on ``s`` and on ``s'``; target critics ``F`` on ``(s', a')``; critics ``F + W + I`` (no input
+    gradient of the first layer) on ``(s, a)``; critics ``F + I`` on ``(s, a_pi)``, down to ``a_pi``; actor
+    ``W + I`` (no input gradient of the first layer). SB3's ``SAC.train`` also computes ``W`` of the critics for
+    the actor loss (``2 * critic`` MACs more per row), which it then discards.
+    """
+    actor_all, _ = linear_macs([model.actor])
+    _, actor_first = linear_macs([model.actor.latent_pi])
+    critic_all, critic_first = linear_macs(list(model.critic.q_networks))  # both Q-networks
+    macs = (
+        2 * actor_all  # actor forward on s and s'
+        + critic_all  # target critics forward on (s', a')
+        + critic_all
+        + critic_all
+        + (critic_all - critic_first)  # critic loss: forward, W, I
+        + critic_all
+        + critic_all  # actor loss through the critics: forward, I down to the actions
+        + actor_all
+        + (actor_all - actor_first)  # actor backward: W, I
+    )
+    return 2 * batch_size * macs
 
 
 # ---------------------------------------------------------------------------------------------- (b) ensemble
@@ -447,6 +499,13 @@ def main() -> None:
             f"{r['fast_update_ms_per_step']:.2f}",
             f"{r['sb3_sac_train_ms_per_step']:.2f} (SB3 SAC.train)",
             f"{r['update_speedup_vs_sb3_sac']:.2f}x faster",
+        ),
+        (
+            f"(a) FLOP floor of one update ({r['update_gflop']:.2f} GFLOP at "
+            f"{r['update_matmul_peak_gflops']:.0f} GFLOP/s), ms",
+            f"{r['fast_update_ms_per_step']:.2f} ({r['update_floor_ratio']:.2f}x floor)",
+            f"{r['sb3_sac_train_ms_per_step']:.2f} ({r['update_speedup_bound']:.2f}x floor)",
+            f"floor {r['update_floor_ms']:.2f} ms: at most {r['update_speedup_bound']:.2f}x faster than SB3",
         ),
         (
             "(a) same, MBPO mixed batches (5% real), ms",

@@ -7,6 +7,8 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
+GATHER_CHUNK_ROWS = 65536  # rows converted to float32 at a time when reading the real replay buffer
+
 
 @dataclass
 class Transitions:
@@ -48,23 +50,27 @@ def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.
         raise ValueError("Only single-environment replay buffers are supported.")
     if indices is None:
         indices = np.arange(real_buffer_size(buffer))
-    obs = buffer.observations[indices, 0]
-    if buffer.optimize_memory_usage:
-        next_obs = buffer.observations[(indices + 1) % buffer.buffer_size, 0]
+    n = len(indices)
+    if buffer.optimize_memory_usage:  # next observations are the following rows of ``observations``
+        next_obs_store, next_indices = buffer.observations, (indices + 1) % buffer.buffer_size
     else:
-        next_obs = buffer.next_observations[indices, 0]
-    terminated = buffer.dones[indices, 0] * (1.0 - buffer.timeouts[indices, 0])
+        next_obs_store, next_indices = buffer.next_observations, indices
 
-    def to_tensor(array: np.ndarray) -> th.Tensor:
-        return th.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+    def gather(array: np.ndarray, rows: np.ndarray) -> th.Tensor:
+        # float32 rows of ``array[rows, 0]``, converted a chunk at a time: a float64 buffer is never copied whole
+        out = np.empty((n, *array.shape[2:]), dtype=np.float32)
+        for start in range(0, n, GATHER_CHUNK_ROWS):
+            out[start : start + GATHER_CHUNK_ROWS] = array[rows[start : start + GATHER_CHUNK_ROWS], 0]
+        return th.as_tensor(out.reshape(n, -1) if out.ndim > 1 else out, device=device)
 
+    dones = gather(buffer.dones, indices)
     return Transitions(
-        to_tensor(obs.reshape(len(indices), -1)),
-        to_tensor(buffer.actions[indices, 0].reshape(len(indices), -1)),
-        to_tensor(buffer.rewards[indices, 0]),
-        to_tensor(next_obs.reshape(len(indices), -1)),
-        to_tensor(terminated),
-        to_tensor(buffer.dones[indices, 0]),
+        gather(buffer.observations, indices),
+        gather(buffer.actions, indices),
+        gather(buffer.rewards, indices),
+        gather(next_obs_store, next_indices),
+        dones * (1.0 - gather(buffer.timeouts, indices)),
+        dones,
     )
 
 

@@ -37,7 +37,7 @@ def test_ensemble_fits_nonlinear_function():
     assert th.mean((pred_rew - t_rew) ** 2) < 0.005
     # learned variance is close to the noise level (log 0.0025 = -6)
     _, logvar = ens.predict_all(t_obs, t_act)
-    assert -8.0 < float(logvar[ens.elite_indices].mean()) < -4.0
+    assert -8.0 < float(logvar[ens.elite_indices].mean().detach()) < -4.0
 
 
 def test_bootstrap_is_per_member_and_holdout_disjoint():
@@ -130,3 +130,34 @@ def test_normaliser_saved_in_state_dict():
     a, _ = ens.predict_all(obs[:10], act[:10])
     b, _ = fresh.predict_all(obs[:10], act[:10])
     assert th.allclose(a, b)
+
+
+def test_input_normalizer_leaves_out_holdout_rows_in_chunks(monkeypatch):
+    monkeypatch.setattr("sb3_tom.dynamics.ensemble.NORMALIZER_CHUNK_ROWS", 7)  # several chunks, a ragged last one
+    gen = th.Generator().manual_seed(0)
+    inputs = th.randn(50, 3, generator=gen) * th.tensor([1.0, 100.0, 1e-3]) + th.tensor([5.0, -300.0, 2.0])
+    inputs[:, 2] = 2.0  # a constant input gets std 1, not 0
+    holdout = th.tensor([3, 17, 41])
+    keep = th.ones(50, dtype=th.bool)
+    keep[holdout] = False
+    ens = GaussianEnsemble(2, 1, ensemble_size=2, num_elites=1, hidden_sizes=(8,))
+    ens.fit_input_normalizer(inputs, exclude=holdout)
+    expected_std = inputs[keep].double().std(0)
+    expected_std[2] = 1.0
+    th.testing.assert_close(ens.input_mean.double(), inputs[keep].double().mean(0), rtol=1e-6, atol=1e-6)
+    th.testing.assert_close(ens.input_std.double(), expected_std, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 2"):
+        ens.fit_input_normalizer(inputs[:3], exclude=th.tensor([0, 1]))
+
+
+def test_targets_and_bootstrap_mapping_in_blocks(monkeypatch):
+    monkeypatch.setattr("sb3_tom.dynamics.training.BOOTSTRAP_BLOCK_COLUMNS", 64)  # many column blocks
+    obs, act, rew, next_obs = make_data(300)
+    targets = EnsembleTrainer.make_targets(obs, rew, next_obs)
+    th.testing.assert_close(targets, th.cat([rew[:, None], next_obs - obs], dim=1))
+    trainer = EnsembleTrainer(small_ensemble(), max_epochs=1)
+    trainer.fit(obs, act, rew, next_obs)
+    train_rows = set(range(300)) - set(trainer.last_holdout.tolist())
+    # every bootstrap entry is a training row, and draws cover the training rows of every block
+    assert set(trainer.last_bootstrap.flatten().tolist()) <= train_rows
+    assert len(set(trainer.last_bootstrap[:, -64:].flatten().tolist())) > 150

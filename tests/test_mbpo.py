@@ -4,12 +4,13 @@ import pytest
 import torch as th
 from conftest import TINY_MBPO
 from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 
 from sb3_tom import MBPO
-from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
+from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions, real_transitions
 from sb3_tom.mbpo.schedule import rollout_length_at
 
 # Tiny settings so that a few hundred steps run in seconds
@@ -43,6 +44,34 @@ def test_model_buffer_wraps_and_keeps_latest():
     assert buf.all().rewards.tolist() == [3.0] * 10
     small = buf.resized(4)
     assert small.capacity == 4 and len(small) == 4
+
+
+@pytest.mark.parametrize("optimize_memory_usage", [False, True])
+def test_real_transitions_read_in_float32_chunks(monkeypatch, optimize_memory_usage):
+    monkeypatch.setattr("sb3_tom.buffers.GATHER_CHUNK_ROWS", 4)  # several chunks, a ragged last one
+    obs_space = spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    act_space = spaces.Box(-1, 1, (2,), np.float32)
+    # SB3 cannot track truncations with optimize_memory_usage: every done is a terminal then
+    handle_timeouts = not optimize_memory_usage
+    buffer = ReplayBuffer(
+        20, obs_space, act_space, optimize_memory_usage=optimize_memory_usage, handle_timeout_termination=handle_timeouts
+    )
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((12, 3))
+    for t in range(11):
+        done = t in (4, 9)
+        info = [{"TimeLimit.truncated": t == 9}]
+        buffer.add(obs[t], obs[t + 1], rng.uniform(-1, 1, 2), np.array([t]), np.array([done]), info)
+    indices = np.array([10, 0, 4, 9, 3, 3, 7])[: buffer.pos]
+    data = real_transitions(buffer, "cpu", indices)
+    assert data.observations.dtype == th.float32 and data.observations.shape == (7, 3)
+    np.testing.assert_allclose(data.observations.numpy(), obs[indices].astype(np.float32))
+    np.testing.assert_allclose(data.next_observations.numpy(), obs[indices + 1].astype(np.float32))
+    np.testing.assert_allclose(data.actions.numpy(), buffer.actions[indices, 0])
+    assert data.rewards.tolist() == indices.tolist()
+    # step 9 was a truncation, not a terminal
+    assert data.terminated.tolist() == [0, 0, 1, int(not handle_timeouts), 0, 0, 0]
+    assert data.episode_ends is not None and data.episode_ends.tolist() == [0, 0, 1, 1, 0, 0, 0]
 
 
 def test_mixed_batches_have_exact_real_count():

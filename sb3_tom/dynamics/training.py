@@ -8,6 +8,8 @@ import torch as th
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
 from sb3_tom.optim import fast_adam
 
+BOOTSTRAP_BLOCK_COLUMNS = 65536  # columns of the bootstrap index matrix mapped at a time
+
 
 def gaussian_nll(mean: th.Tensor, logvar: th.Tensor, target: th.Tensor) -> th.Tensor:
     """
@@ -92,7 +94,11 @@ class EnsembleTrainer:
 
     @staticmethod
     def make_targets(obs: th.Tensor, rewards: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
-        return th.cat([rewards.reshape(-1, 1), next_obs - obs], dim=-1)
+        """Regression targets ``[r, s' - s]`` of shape ``(n, 1 + obs_dim)`` (written in place: no temporaries)."""
+        targets = obs.new_empty((obs.shape[0], 1 + obs.shape[1]))
+        targets[:, 0] = rewards.reshape(-1)
+        th.sub(next_obs, obs, out=targets[:, 1:])
+        return targets
 
     @th.no_grad()
     def _evaluate(self, inputs: th.Tensor, targets: th.Tensor, weights: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
@@ -132,23 +138,27 @@ class EnsembleTrainer:
             if not bool(th.isfinite(sample_weight).all()) or bool((sample_weight < 0).any()):
                 raise ValueError("sample_weight must be finite and non-negative.")
 
-        raw_inputs = th.cat([obs, actions], dim=-1)
-        targets = self.make_targets(obs, rewards, next_obs)
         n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
         perm = th.randperm(n, device=device)
         hold_idx, train_idx = perm[:n_holdout], perm[n_holdout:]
         n_train = train_idx.shape[0]
-        if n_train == 0:
+        if n_train < 2:
             raise ValueError(f"Not enough transitions ({n}) to train the dynamics model.")
 
-        ensemble.fit_input_normalizer(raw_inputs[train_idx])
-        inputs = (raw_inputs - ensemble.input_mean) / ensemble.input_std
-        del raw_inputs  # n x input_dim floats: not needed any more
+        # The copies of the data this round keeps: standardised inputs (in place) and targets. Nothing else
+        # grows with n beyond the bootstrap indices: with a 1M-transition buffer every extra copy is ~100 MB.
+        inputs = th.cat([obs, actions], dim=-1)
+        ensemble.fit_input_normalizer(inputs, exclude=hold_idx)
+        inputs.sub_(ensemble.input_mean).div_(ensemble.input_std)
+        targets = self.make_targets(obs, rewards, next_obs)
         hold_inputs, hold_targets = inputs[hold_idx], targets[hold_idx]
         hold_weights = None if sample_weight is None else sample_weight[hold_idx]
 
-        # Per-member bootstrap of the training set, fixed for this round
-        bootstrap = train_idx[th.randint(n_train, (n_members, n_train), device=device)]
+        # Per-member bootstrap of the training set, fixed for this round (positions mapped to rows in place,
+        # a column block at a time)
+        bootstrap = th.randint(n_train, (n_members, n_train), device=device)
+        for block in bootstrap.split(BOOTSTRAP_BLOCK_COLUMNS, dim=1):
+            block.copy_(train_idx[block])
         self.last_bootstrap = bootstrap
         self.last_holdout = hold_idx
 
@@ -159,12 +169,17 @@ class EnsembleTrainer:
         train_loss = float("nan")
         while True:
             epoch += 1
-            # One independent shuffle per member, no Python loop over members
-            order = th.argsort(th.rand(n_members, n_train, device=device), dim=1)
-            losses = []
+            # A fresh visiting order of the bootstrap columns every epoch. One permutation serves all members:
+            # each member's bootstrap is an i.i.d. draw, so any order of it independent of the draw is again an
+            # i.i.d. sequence, independent across members (as one shuffle per member would give), for n_train
+            # indices instead of an argsort of n_members x n_train random keys.
+            order = th.randperm(n_train, device=device)
+            # Running sum in one tensor: thousands of kept scalar tensors fragment the heap of a 1M-row round
+            loss_sum = th.zeros((), device=device)
+            n_batches = 0
             for start_b in range(0, n_train, self.batch_size):
                 # Minibatch indices of each member (gathered per minibatch: no n_members x n_train copy per epoch)
-                idx = bootstrap.gather(1, order[:, start_b : start_b + self.batch_size])
+                idx = bootstrap[:, order[start_b : start_b + self.batch_size]]
                 mean, logvar = ensemble(inputs[idx])
                 weight = None if sample_weight is None else sample_weight[idx]
                 loss = weighted_nll_loss(mean, logvar, targets[idx], weight)
@@ -173,8 +188,9 @@ class EnsembleTrainer:
                 loss.backward()
                 with fast_adam([self.optimizer]):  # fused Adam kernel: same update, far fewer ops
                     self.optimizer.step()
-                losses.append(loss.detach())
-            train_loss = float(th.stack(losses).mean())
+                loss_sum += loss.detach()
+                n_batches += 1
+            train_loss = float(loss_sum) / n_batches
 
             if n_holdout == 0:
                 if self.max_epochs is None or epoch >= self.max_epochs:

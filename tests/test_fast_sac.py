@@ -15,7 +15,8 @@ from sb3_tom import MBPO
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
 from sb3_tom.mbpo import fast_sac
 from sb3_tom.mbpo.fast_sac import fast_sac_train, sample_batches
-from sb3_tom.optim import fast_adam
+from sb3_tom.mbpo.mlp_sac import mlp_sac_supported
+from sb3_tom.optim import AdamKernel, fast_adam
 
 OBS_DIM, ACT_DIM, BATCH = 3, 1, 64
 
@@ -34,24 +35,24 @@ class FixedBatches:
         return batch
 
 
-def make_batches(n: int, seed: int = 3) -> list[ReplayBufferSamples]:
+def make_batches(n: int, seed: int = 3, width: int = BATCH) -> list[ReplayBufferSamples]:
     gen = th.Generator().manual_seed(seed)
     return [
         ReplayBufferSamples(
-            observations=th.randn(BATCH, OBS_DIM, generator=gen),
-            actions=th.rand(BATCH, ACT_DIM, generator=gen) * 2 - 1,
-            next_observations=th.randn(BATCH, OBS_DIM, generator=gen),
-            dones=(th.rand(BATCH, 1, generator=gen) < 0.2).float(),
-            rewards=th.randn(BATCH, 1, generator=gen),
+            observations=th.randn(width, OBS_DIM, generator=gen),
+            actions=th.rand(width, ACT_DIM, generator=gen) * 2 - 1,
+            next_observations=th.randn(width, OBS_DIM, generator=gen),
+            dones=(th.rand(width, 1, generator=gen) < 0.2).float(),
+            rewards=th.randn(width, 1, generator=gen),
         )
         for _ in range(n)
     ]
 
 
-def twin_agents(**kwargs) -> tuple[SAC, SAC]:
+def twin_agents(width: int = 32, **kwargs) -> tuple[SAC, SAC]:
     """Two SAC agents with identical networks, entropy coefficient and optimizer settings."""
     env = gym.make("Pendulum-v1")
-    kwargs = dict(policy_kwargs=dict(net_arch=[32, 32]), device="cpu", learning_starts=0, **kwargs)
+    kwargs = dict(policy_kwargs=dict(net_arch=[width, width]), device="cpu", learning_starts=0, **kwargs)
     reference = SAC("MlpPolicy", env, seed=0, **kwargs)
     fast = SAC("MlpPolicy", env, seed=1, **kwargs)
     fast.policy.load_state_dict(reference.policy.state_dict())
@@ -82,11 +83,17 @@ def assert_same_agents(reference: SAC, fast: SAC, atol: float, rtol: float) -> N
 
 @pytest.mark.parametrize("ent_coef", ["auto", 0.1])
 @pytest.mark.parametrize("target_update_interval", [1, 3])
-@pytest.mark.parametrize("fused_adam", [True, False])
-def test_matches_sb3_sac_train(ent_coef, target_update_interval, fused_adam, monkeypatch):
+@pytest.mark.parametrize(
+    "hand_written, fused_adam, width",
+    [(False, False, 32), (False, True, 32), (True, True, 32), (True, True, 256)],
+    ids=["autograd-sb3-adam", "autograd", "hand-written", "hand-written-wide"],
+)
+def test_matches_sb3_sac_train(ent_coef, target_update_interval, hand_written, fused_adam, width, monkeypatch):
+    """256-unit layers take the oneDNN kernels of sb3_tom.kernels (where available), 32-unit ones torch.mm."""
     if not fused_adam:  # then every operation is SB3's: the results agree to the last bit on CPU
         monkeypatch.setattr(fast_sac, "fast_adam", lambda optimizers: contextlib.nullcontext())
-    reference, fast = twin_agents(ent_coef=ent_coef, target_update_interval=target_update_interval)
+    reference, fast = twin_agents(width, ent_coef=ent_coef, target_update_interval=target_update_interval)
+    assert mlp_sac_supported(fast)
     # Same weights to start with, and steps that really move them
     assert_same_agents(reference, fast, atol=0.0, rtol=0.0)
     batches = make_batches(10)
@@ -98,7 +105,7 @@ def test_matches_sb3_sac_train(ent_coef, target_update_interval, fused_adam, mon
         th.manual_seed(42 + calls)
         reference.train(gradient_steps=5, batch_size=BATCH)
         th.manual_seed(42 + calls)
-        fast_sac_train(fast, gradient_steps=5, batch_size=BATCH, buffer=fast_buffer)
+        fast_sac_train(fast, gradient_steps=5, batch_size=BATCH, buffer=fast_buffer, hand_written=hand_written)
         tol = 1e-5 if fused_adam else 1e-7
         assert_same_agents(reference, fast, atol=tol, rtol=1e-4 if fused_adam else 1e-6)
     assert fast_buffer.calls == 10
@@ -107,6 +114,42 @@ def test_matches_sb3_sac_train(ent_coef, target_update_interval, fused_adam, mon
         assert any(not th.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
     if ent_coef == "auto":
         assert reference.logger.name_to_value["train/ent_coef"] != 1.0
+
+
+def test_hand_written_step_falls_back_to_autograd():
+    """Policies outside SB3's plain MLP family (here tanh activations, gSDE) take the autograd step."""
+    env = gym.make("Pendulum-v1")
+    tanh = SAC("MlpPolicy", env, policy_kwargs=dict(net_arch=[8], activation_fn=th.nn.Tanh), device="cpu")
+    sde = SAC("MlpPolicy", env, use_sde=True, policy_kwargs=dict(net_arch=[8]), device="cpu")
+    assert not mlp_sac_supported(tanh) and not mlp_sac_supported(sde)
+    for agent in (tanh, sde):
+        agent.set_logger(configure(None, [""]))
+        before = [p.detach().clone() for p in agent.policy.parameters()]
+        fast_sac_train(agent, 2, 16, FixedBatches(make_batches(2, width=16)))
+        assert any(not th.equal(b, p) for b, p in zip(before, agent.policy.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, options",
+    [(th.optim.Adam, {}), (th.optim.Adam, {"amsgrad": True, "weight_decay": 0.1}), (th.optim.AdamW, {})],
+)
+def test_adam_kernel_matches_optimizer_step(optimizer_class, options):
+    gen = th.Generator().manual_seed(0)
+    params = [th.nn.Parameter(th.randn(5, 3, generator=gen)), th.nn.Parameter(th.randn(3, generator=gen))]
+    copies = [th.nn.Parameter(p.detach().clone()) for p in params]
+    optimizer = optimizer_class(params, lr=1e-2, **options)
+    reference = optimizer_class(copies, lr=1e-2, **options)
+    kernel = AdamKernel(optimizer, params)
+    for _ in range(4):
+        grads = [th.randn(p.shape, generator=gen) for p in params]
+        kernel.step(grads)
+        for p, g in zip(copies, grads, strict=True):
+            p.grad = g
+        reference.step()
+        for p, q in zip(params, copies, strict=True):
+            th.testing.assert_close(p, q)
+    assert kernel._kernel is not None  # after the first step, the direct kernel path ran
+    assert optimizer.state_dict()["state"][0]["step"] == 4
 
 
 def test_fast_adam_restores_settings():

@@ -110,6 +110,43 @@ def test_dual_weights_recover_known_ratio(f_divergence):
     assert corr > 0.9, corr
 
 
+@pytest.mark.parametrize("f_divergence", ["chi", "kl"])
+def test_dual_step_matches_autograd(f_divergence):
+    """The hand-written dual step is the autograd step of the dual loss followed by Adam."""
+    data = synthetic_buffer(n_old=300, n_recent=100)
+    gen = th.Generator().manual_seed(1)
+    log_ratio = 3 * th.randn(len(data), generator=gen)  # large enough to reach the KL clamp
+    start_obs = data.observations[:20]
+    policy = th.nn.Linear(2, 1)
+
+    def sample_actions(obs):
+        return th.tanh(policy(obs) + 0.1 * th.randn(obs.shape[0], 1))
+
+    dual = DualValue(2, 1, (64, 64))
+    reference = DualValue(2, 1, (64, 64))
+    reference.load_state_dict(dual.state_dict())
+    trainer = DualTrainer(dual, f_divergence=f_divergence, gamma=0.9, batch_size=32)
+    optimizer = th.optim.Adam(reference.parameters(), lr=3e-4, weight_decay=1e-4)
+    th.manual_seed(0)
+    stats = trainer.train(data, log_ratio, start_obs, sample_actions, n_steps=5)
+    th.manual_seed(0)
+    for _ in range(5):
+        idx = th.randint(len(data), (32,))
+        batch = data.index(idx)
+        s0 = start_obs[th.randint(20, (32,))]
+        with th.no_grad():
+            a0, next_actions = sample_actions(th.cat([s0, batch.next_observations])).split(32)
+        e = log_ratio[idx] + 0.9 * (1 - batch.terminated) * reference(batch.next_observations, next_actions)
+        e = e - reference(batch.observations, batch.actions)
+        loss = 0.1 * reference(s0, a0).mean() + f_star(e, f_divergence)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert stats.loss == pytest.approx(float(loss.detach()), rel=1e-4, abs=1e-5)
+    for key, value in reference.state_dict().items():
+        th.testing.assert_close(dual.state_dict()[key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
 def test_kl_loss_is_stable_for_large_residuals():
     e = th.tensor([1000.0, -1000.0, 0.0])
     assert th.isfinite(f_star(e, "kl"))

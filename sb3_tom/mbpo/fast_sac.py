@@ -29,6 +29,7 @@ What makes it faster (none of it changes the maths beyond float rounding):
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import torch as th
@@ -40,6 +41,7 @@ from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch.nn import functional as F
 
+from sb3_tom.mbpo.mlp_sac import MLPSACStep, mlp_sac_supported
 from sb3_tom.optim import fast_adam
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -112,7 +114,9 @@ def _has_plain_squashed_gaussian(actor: Actor) -> bool:
     return type(actor.action_dist) is SquashedDiagGaussianDistribution and not actor.use_sde
 
 
-def fast_sac_train(model: SAC, gradient_steps: int, batch_size: int, buffer: BatchSource | None = None) -> None:
+def fast_sac_train(
+    model: SAC, gradient_steps: int, batch_size: int, buffer: BatchSource | None = None, hand_written: bool = True
+) -> None:
     """
     ``gradient_steps`` SAC updates of ``model``, computing what ``SAC.train(gradient_steps, batch_size)`` computes.
 
@@ -122,84 +126,40 @@ def fast_sac_train(model: SAC, gradient_steps: int, batch_size: int, buffer: Bat
     :param gradient_steps: Number of gradient steps.
     :param batch_size: Minibatch size.
     :param buffer: Where batches come from (default: ``model.replay_buffer``); see :func:`sample_batches`.
+    :param hand_written: Use the hand-differentiated step of :mod:`sb3_tom.mbpo.mlp_sac` when the policy is SB3's
+        MLP family (:func:`~sb3_tom.mbpo.mlp_sac.mlp_sac_supported`); otherwise, or if False, autograd.
     """
     if buffer is None:
         assert model.replay_buffer is not None
         buffer = model.replay_buffer
     model.policy.set_training_mode(True)
-    actor, critic, critic_target = model.actor, model.critic, model.critic_target
-    ent_coef_optimizer = model.ent_coef_optimizer
-    log_ent_coef = model.log_ent_coef
-    optimizers = [actor.optimizer, critic.optimizer]
-    if ent_coef_optimizer is not None:
-        optimizers.append(ent_coef_optimizer)
+    optimizers = [model.actor.optimizer, model.critic.optimizer]
+    if model.ent_coef_optimizer is not None:
+        optimizers.append(model.ent_coef_optimizer)
     model._update_learning_rate(optimizers)
 
-    action_log_prob: Callable[[th.Tensor], tuple[th.Tensor, th.Tensor]]
-    if _has_plain_squashed_gaussian(actor):
-
-        def action_log_prob(obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-            return squashed_gaussian_action_log_prob(actor, obs)
-
+    step: Callable[[ReplayBufferSamples], tuple[th.Tensor, th.Tensor, th.Tensor]]
+    if hand_written and mlp_sac_supported(model):
+        step = MLPSACStep(model)
     else:
-        action_log_prob = actor.action_log_prob
-    actor_params = [p for group in actor.optimizer.param_groups for p in group["params"] if p.requires_grad]
-    critic_params: list[th.Tensor] = list(critic.parameters())
-    target_params: list[th.Tensor] = list(critic_target.parameters())
+        step = AutogradSACStep(model)
+    critic_params: list[th.Tensor] = list(model.critic.parameters())
+    target_params: list[th.Tensor] = list(model.critic_target.parameters())
     bn_params: list[th.Tensor] = list(model.batch_norm_stats)
     bn_target: list[th.Tensor] = list(model.batch_norm_stats_target)
     tau = model.tau
 
     batches = sample_batches(buffer, gradient_steps, batch_size, model._vec_normalize_env)
-    ent_coef_losses: list[th.Tensor] = []
     ent_coefs: list[th.Tensor] = []
     actor_losses: list[th.Tensor] = []
     critic_losses: list[th.Tensor] = []
 
     with fast_adam(optimizers):
         for gradient_step, replay_data in enumerate(batches):
-            discounts = replay_data.discounts if replay_data.discounts is not None else model.gamma
-            if model.use_sde:
-                actor.reset_noise()
-            actions_pi, log_prob = action_log_prob(replay_data.observations)
-            log_prob = log_prob.reshape(-1, 1)
-
-            if ent_coef_optimizer is not None and log_ent_coef is not None:
-                ent_coef = th.exp(log_ent_coef.detach())
-                assert isinstance(model.target_entropy, float)
-                ent_coef_loss = -(log_ent_coef * (log_prob + model.target_entropy).detach()).mean()
-                ent_coef_losses.append(ent_coef_loss.detach())
-                ent_coef_optimizer.zero_grad()
-                ent_coef_loss.backward()
-                ent_coef_optimizer.step()
-            else:
-                ent_coef = model.ent_coef_tensor
-            ent_coefs.append(ent_coef.reshape(()))
-
-            with th.no_grad():
-                next_actions, next_log_prob = action_log_prob(replay_data.next_observations)
-                next_q_values = th.cat(critic_target(replay_data.next_observations, next_actions), dim=1)
-                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
-                next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-
-            current_q_values = critic(replay_data.observations, replay_data.actions)
-            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
-            assert isinstance(critic_loss, th.Tensor)
+            critic_loss, actor_loss, ent_coef = step(replay_data)
             critic_losses.append(critic_loss.detach())
-            critic.optimizer.zero_grad()
-            critic_loss.backward()
-            critic.optimizer.step()
-
-            q_values_pi = th.cat(critic(replay_data.observations, actions_pi), dim=1)
-            min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
-            actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
             actor_losses.append(actor_loss.detach())
-            actor.optimizer.zero_grad()
-            # Only the actor's gradients are used: skip the critic weight gradients SB3 computes and discards
-            actor_loss.backward(inputs=actor_params)
-            actor.optimizer.step()
-
+            ent_coefs.append(ent_coef.detach().reshape(()))
             if gradient_step % model.target_update_interval == 0:
                 with th.no_grad():
                     th._foreach_mul_(target_params, 1 - tau)
@@ -214,8 +174,73 @@ def fast_sac_train(model: SAC, gradient_steps: int, batch_size: int, buffer: Bat
     logger.record("train/ent_coef", _mean(ent_coefs))
     logger.record("train/actor_loss", _mean(actor_losses))
     logger.record("train/critic_loss", _mean(critic_losses))
-    if ent_coef_losses:
-        logger.record("train/ent_coef_loss", _mean(ent_coef_losses))
+    if step.ent_coef_losses:
+        logger.record("train/ent_coef_loss", _mean(step.ent_coef_losses))
+
+
+class AutogradSACStep:
+    """
+    One SAC gradient step per call with autograd, for any SAC policy (gSDE, other feature extractors or activations):
+    SB3's ``SAC.train`` body, minus the work whose result it discards.
+
+    :param model: The SAC agent.
+    """
+
+    def __init__(self, model: SAC) -> None:
+        self.model = model
+        actor = model.actor
+        self.action_log_prob: Callable[[th.Tensor], tuple[th.Tensor, th.Tensor]]
+        if _has_plain_squashed_gaussian(actor):
+            self.action_log_prob = partial(squashed_gaussian_action_log_prob, actor)
+        else:
+            self.action_log_prob = actor.action_log_prob
+        self.actor_params = [p for group in actor.optimizer.param_groups for p in group["params"] if p.requires_grad]
+        self.ent_coef_losses: list[th.Tensor] = []
+
+    def __call__(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One gradient step on ``replay_data``; returns the critic loss, the actor loss and the entropy coefficient."""
+        model = self.model
+        actor, critic = model.actor, model.critic
+        ent_coef_optimizer, log_ent_coef = model.ent_coef_optimizer, model.log_ent_coef
+        discounts = replay_data.discounts if replay_data.discounts is not None else model.gamma
+        if model.use_sde:
+            actor.reset_noise()
+        actions_pi, log_prob = self.action_log_prob(replay_data.observations)
+        log_prob = log_prob.reshape(-1, 1)
+
+        if ent_coef_optimizer is not None and log_ent_coef is not None:
+            ent_coef = th.exp(log_ent_coef.detach())
+            assert isinstance(model.target_entropy, float)
+            ent_coef_loss = -(log_ent_coef * (log_prob + model.target_entropy).detach()).mean()
+            self.ent_coef_losses.append(ent_coef_loss.detach())
+            ent_coef_optimizer.zero_grad()
+            ent_coef_loss.backward()
+            ent_coef_optimizer.step()
+        else:
+            ent_coef = model.ent_coef_tensor
+
+        with th.no_grad():
+            next_actions, next_log_prob = self.action_log_prob(replay_data.next_observations)
+            next_q_values = th.cat(model.critic_target(replay_data.next_observations, next_actions), dim=1)
+            next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+            next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
+            target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+        current_q_values = critic(replay_data.observations, replay_data.actions)
+        critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+        assert isinstance(critic_loss, th.Tensor)
+        critic.optimizer.zero_grad()
+        critic_loss.backward()
+        critic.optimizer.step()
+
+        q_values_pi = th.cat(critic(replay_data.observations, actions_pi), dim=1)
+        min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
+        actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+        actor.optimizer.zero_grad()
+        # Only the actor's gradients are used: skip the critic weight gradients SB3 computes and discards
+        actor_loss.backward(inputs=self.actor_params)
+        actor.optimizer.step()
+        return critic_loss, actor_loss, ent_coef
 
 
 def _mean(values: list[th.Tensor]) -> float:

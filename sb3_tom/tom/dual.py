@@ -7,6 +7,8 @@ import torch as th
 from torch import nn
 
 from sb3_tom.buffers import Transitions
+from sb3_tom.dense import Dense, linear_layers
+from sb3_tom.optim import AdamKernel
 
 ActionSampler = Callable[[th.Tensor], th.Tensor]
 F_DIVERGENCES = ("chi", "kl")
@@ -20,6 +22,14 @@ def f_star(residual: th.Tensor, f_divergence: str) -> th.Tensor:
     # KL: log mean exp(e), computed stably
     e = residual.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND)
     return th.logsumexp(e, dim=0) - th.log(th.tensor(float(e.shape[0]), device=e.device))
+
+
+def f_star_grad(residual: th.Tensor, f_divergence: str) -> th.Tensor:
+    """Gradient of :func:`f_star` with respect to each residual (``(batch,)``)."""
+    if f_divergence == "chi":
+        return (residual + 1.0) / residual.shape[0]
+    inside = (residual >= -KL_RESIDUAL_BOUND) & (residual <= KL_RESIDUAL_BOUND)
+    return th.softmax(residual.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND), dim=0) * inside
 
 
 class DualValue(nn.Module):
@@ -66,6 +76,10 @@ class DualTrainer:
     """
     Minimises ``(1-γ) E_{s0~μ0, a0~π}[Q(s0, a0)] + E_D[f*(e)]`` over ``Q``, kept across rounds.
 
+    The gradient of each step is written out (:func:`f_star_grad`, then a hand-written backward pass through the
+    ReLU network, :class:`~sb3_tom.dense.Dense`) and applied by Adam's fused kernel: the same update as
+    ``loss.backward(); optimizer.step()``, without building an autograd graph 1000 times a round.
+
     :param dual: The dual network.
     :param f_divergence: ``"chi"`` (chi-square) or ``"kl"``.
     :param gamma: Discount of the occupancy measures.
@@ -90,6 +104,9 @@ class DualTrainer:
         self.gamma = gamma
         self.batch_size = batch_size
         self.optimizer = th.optim.Adam(dual.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        layers = linear_layers(dual.net)
+        assert layers is not None, "DualValue.net is a Sequential of Linear/ReLU layers"
+        self.dense = Dense.of(layers)
 
     def train(
         self,
@@ -108,20 +125,29 @@ class DualTrainer:
         """
         device = log_ratio.device
         n, n_start, size = len(data), start_observations.shape[0], self.batch_size
+        gamma = self.gamma
+        adam = AdamKernel(self.optimizer, self.dense.parameters())
         loss = th.zeros((), device=device)
-        for _ in range(n_steps):
-            idx = th.randint(n, (size,), device=device)
-            batch = data.index(idx)
-            s0 = start_observations[th.randint(n_start, (size,), device=device)]
-            # One policy pass for a0 ~ pi(s0) and a' ~ pi(s'), one dual pass for Q(s0, a0), Q(s', a'), Q(s, a)
-            with th.no_grad():
+        with th.no_grad():
+            for _ in range(n_steps):
+                idx = th.randint(n, (size,), device=device)
+                batch = data.index(idx)
+                s0 = start_observations[th.randint(n_start, (size,), device=device)]
+                # One policy pass for a0 ~ pi(s0) and a' ~ pi(s'), one dual pass for Q(s0, a0), Q(s', a'), Q(s, a)
                 a0, next_actions = sample_actions(th.cat([s0, batch.next_observations])).split(size)
-            q0, next_q, q = self.dual(
-                th.cat([s0, batch.next_observations, batch.observations]), th.cat([a0, next_actions, batch.actions])
-            ).split(size)
-            e = log_ratio[idx] + self.gamma * (1.0 - batch.terminated) * next_q - q
-            loss = (1 - self.gamma) * q0.mean() + f_star(e, self.f_divergence)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        return DualStats(loss=float(loss.detach()))
+                inputs = th.cat(
+                    [
+                        th.cat([s0, batch.next_observations, batch.observations]),
+                        th.cat([a0, next_actions, batch.actions]),
+                    ],
+                    dim=1,
+                )
+                activations = self.dense.forward(inputs)
+                q0, next_q, q = activations[-1].squeeze(1).split(size)
+                not_done = gamma * (1.0 - batch.terminated)
+                e = log_ratio[idx] + not_done * next_q - q
+                loss = (1 - gamma) * q0.mean() + f_star(e, self.f_divergence)
+                grad_e = f_star_grad(e, self.f_divergence)
+                grad_q = th.cat([th.full_like(q0, (1 - gamma) / size), grad_e * not_done, -grad_e]).unsqueeze(1)
+                adam.step(self.dense.backward(grad_q, activations))
+        return DualStats(loss=float(loss))

@@ -10,7 +10,12 @@ from sb3_tom import MBPO_TOM
 from sb3_tom.buffers import Transitions, recent_mask
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
 from sb3_tom.dynamics.training import EnsembleTrainer
-from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
+from sb3_tom.tom.discriminator import (
+    DiscriminatorGradient,
+    TransitionDiscriminator,
+    make_discriminator_optimizer,
+    train_discriminator,
+)
 from sb3_tom.tom.dual import DualTrainer, DualValue, f_star, residuals
 from sb3_tom.tom.start_states import episode_start_mask
 from sb3_tom.tom.weights import clip_weights, normalized_weights, weight_reference
@@ -108,6 +113,29 @@ def test_dual_weights_recover_known_ratio(f_divergence):
     # tolerance: median relative error below 25% and correlation above 0.9
     assert rel_err < 0.25, float(rel_err)
     assert corr > 0.9, corr
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_discriminator_gradient_matches_autograd(standardize):
+    """The written-out loss gradient (BCE + gradient penalty through the input gradient) is autograd's."""
+    gen = th.Generator().manual_seed(0)
+    disc = TransitionDiscriminator(3, 2, branch_size=16, hidden_size=32, standardize_inputs=standardize)
+    inputs, mixed = 2 + 3 * th.randn(40, 8, generator=gen), th.randn(20, 8, generator=gen)
+    disc.fit_normalizer(inputs)
+    labels = th.cat([th.ones(20), th.full((20,), 0.1)])
+    loss, logits, grads = DiscriminatorGradient(disc)(inputs, labels, mixed, 10.0)
+
+    mixed = mixed.clone().requires_grad_(True)
+    reference_logits = disc(inputs)
+    bce = th.nn.functional.binary_cross_entropy_with_logits(reference_logits, labels)
+    (grad,) = th.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)
+    reference_loss = bce + 10.0 * ((grad.norm(dim=1) - 1) ** 2).mean()
+    reference_grads = th.autograd.grad(reference_loss, list(disc.parameters()))
+    th.testing.assert_close(loss, reference_loss.detach())
+    th.testing.assert_close(logits, reference_logits.detach())
+    assert grads.keys() == {name for name, _ in disc.named_parameters()}
+    for (name, _), reference in zip(disc.named_parameters(), reference_grads, strict=True):
+        th.testing.assert_close(grads[name], reference, atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("f_divergence", ["chi", "kl"])

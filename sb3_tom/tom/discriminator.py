@@ -139,7 +139,10 @@ class DiscriminatorGradient:
         self.blocks = [discriminator.obs_branch, discriminator.action_branch, discriminator.next_obs_branch]
         self.in_sizes = [discriminator.obs_dim, discriminator.action_dim, discriminator.obs_dim]
         self.out_sizes = [layer.out_features for layer in self.blocks]
-        self.hidden, self.output = discriminator.head[0], discriminator.head[2]
+        hidden, output = discriminator.head[0], discriminator.head[2]
+        assert isinstance(hidden, nn.Linear) and isinstance(output, nn.Linear)
+        self.hidden: nn.Linear = hidden
+        self.output: nn.Linear = output
 
     def _branch_weight(self) -> th.Tensor:
         """The three branches as one block-diagonal ``(3 * branch, d)`` weight."""

@@ -8,7 +8,8 @@ Sections (HalfCheetah-v4 sizes: obs 17, action 6):
 a. policy update: ``fast_sac_train`` vs SB3's ``SAC.train`` per gradient step (batch 256, identical networks,
    same replay buffer), measured in interleaved rounds; also on MBPO's mixed real/model batches. And the
    update's FLOP floor: its matmul FLOPs at the best throughput measured in this run for its dominant matmul
-   (batch x hidden x hidden); SB3's time over that floor is the most any exact (float32) update can gain here.
+   (batch x hidden x hidden: torch.mm/bmm, and oneDNN through ``sb3_tom.kernels.linear``); SB3's time over that
+   floor is the most any exact (float32) update can gain here.
 b. dynamics ensemble (7 members, 4x200): one ``EnsembleTrainer`` epoch over 20,000 transitions and one
    ``GaussianEnsemble.sample`` of 100,000 states, against their FLOP floor (FLOPs / batched-matmul throughput
    measured in this run at the same sizes).
@@ -49,6 +50,7 @@ except ImportError:  # run from a source checkout without installing
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
 from sb3_tom.dynamics.ensemble import INFERENCE_CHUNK_ROWS, GaussianEnsemble
 from sb3_tom.dynamics.training import EnsembleTrainer
+from sb3_tom.kernels import linear
 from sb3_tom.mbpo.fast_sac import fast_sac_train
 
 ENV_ID = "HalfCheetah-v4"
@@ -149,9 +151,10 @@ def bench_update(rounds: int, gradient_steps: int = 20) -> dict[str, float]:
 
     # FLOP floor of one update: every FLOP of its matmuls at the best throughput of its dominant matmul
     hidden = max(m.out_features for m in reference.actor.modules() if isinstance(m, th.nn.Linear))
+    min_seconds = 0.5 if rounds < 10 else 2.0
     peak = max(
-        bmm_gflops(1, BATCH, hidden, hidden, layout, min_seconds=0.5 if rounds < 10 else 2.0)
-        for layout in ("NN", "TN", "NT")  # forward, weight gradient, input gradient
+        *(bmm_gflops(1, BATCH, hidden, hidden, layout, min_seconds) for layout in ("NN", "TN", "NT")),
+        linear_gflops(BATCH, hidden, hidden, min_seconds),  # the oneDNN kernel of sb3_tom.kernels, where available
     )
     flops = sac_update_flops(reference, BATCH)
     floor_ms = flops / (peak * 1e9) * 1e3
@@ -223,6 +226,18 @@ def bmm_gflops(batch: int, m: int, k: int, n: int, layout: str, min_seconds: flo
         t = timed(lambda: th.bmm(a, b, out=out))
         best, elapsed, reps = min(best, t), elapsed + t, reps + 1
     return 2 * batch * m * k * n / best / 1e9
+
+
+def linear_gflops(rows: int, in_features: int, out_features: int, min_seconds: float) -> float:
+    """Measured GFLOP/s of :func:`sb3_tom.kernels.linear` (oneDNN on CPU where available) at these sizes."""
+    gen = th.Generator().manual_seed(0)
+    x, weight = th.randn(rows, in_features, generator=gen), th.randn(out_features, in_features, generator=gen)
+    linear(x, weight)
+    reps, elapsed, best = 0, 0.0, float("inf")
+    while elapsed < min_seconds or reps < 3:
+        t = timed(lambda: linear(x, weight))
+        best, elapsed, reps = min(best, t), elapsed + t, reps + 1
+    return 2 * rows * in_features * out_features / best / 1e9
 
 
 def ensemble_flops_per_row(ensemble: GaussianEnsemble) -> tuple[int, int]:

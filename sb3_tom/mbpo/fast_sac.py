@@ -17,12 +17,14 @@ What makes it faster (none of it changes the maths beyond float rounding):
 
 * all ``gradient_steps`` batches are sampled at once (``sample_many`` of the buffer when it has one, otherwise
   one ``sample`` of ``gradient_steps * batch_size`` transitions for a plain SB3 ``ReplayBuffer``);
-* the squashed-Gaussian policy sample and log-probability are computed directly (same formulas as SB3's
-  ``SquashedDiagGaussianDistribution``, without building a validated ``torch.distributions.Normal``);
-* the actor loss is back-propagated to the actor parameters only (SB3 also computes, then discards, the critic
-  weight gradients of the actor loss);
-* the Adam steps use PyTorch's fused (CPU) or multi-tensor (other devices) implementation, switched on only for
-  the duration of the call (the optimizers' settings are restored afterwards, so saved state dicts are unchanged);
+* for SB3's MLP policies (the default ``MlpPolicy`` family), each step is :class:`~sb3_tom.mbpo.mlp_sac.MLPSACStep`:
+  gradients written out layer by layer over oneDNN matmuls, Adam through its fused kernel directly;
+* for any other SAC policy (gSDE, other activations or feature extractors), :class:`AutogradSACStep`: the
+  squashed-Gaussian sample and log-probability are computed directly (same formulas as SB3's
+  ``SquashedDiagGaussianDistribution``), the actor loss is back-propagated to the actor parameters only (SB3 also
+  computes, then discards, the critic weight gradients of the actor loss), and the Adam steps use PyTorch's fused
+  (CPU) or multi-tensor (other devices) implementation, switched on only for the duration of the call (the
+  optimizers' settings are restored afterwards, so saved state dicts are unchanged);
 * the Polyak update is two multi-tensor ops (the same ``mul_`` then ``add_`` as SB3's ``polyak_update``);
 * losses and coefficients are accumulated as tensors and read once at the end of the call.
 """

@@ -90,17 +90,19 @@ class MLPSACStep:
         """Entropy-coefficient losses of the steps so far (empty for a fixed coefficient)."""
         return self.ent_coef.losses
 
-    def _policy(self, obs: th.Tensor) -> tuple[list[th.Tensor], th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    def _policy(
+        self, obs: th.Tensor, head_weight: th.Tensor
+    ) -> tuple[list[th.Tensor], th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
         Squashed-Gaussian actions and log-probabilities (as SB3's ``actor.action_log_prob``).
+
+        :param head_weight: The mean and log-std head weights stacked, ``(2 * action_dim, hidden)``.
 
         :return: hidden activations, actions ``a``, log-probs ``(batch,)``, ``eps``, ``std`` and the mask of log-stds
             inside the clamp range.
         """
         hidden = self.actor_hidden.forward(obs, n_hidden=len(self.actor_hidden.weights))
-        head_weight = th.cat([self.mu.weight, self.log_std.weight])
-        head_bias = th.cat([self.mu.bias, self.log_std.bias])
-        head = linear(hidden[-1], head_weight, head_bias)
+        head = linear(hidden[-1], head_weight, th.cat([self.mu.bias, self.log_std.bias]))
         mean, raw_log_std = head.split(self.action_dim, dim=1)
         log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         std = log_std.exp()
@@ -133,7 +135,9 @@ class MLPSACStep:
         discounts = batch.discounts if batch.discounts is not None else model.gamma
 
         # Actor on s (kept for the actor loss) and s' (for the TD target) in one pass
-        hidden, all_actions, all_log_prob, all_eps, all_std, all_in_range = self._policy(th.cat([obs, next_obs]))
+        # Mean and log-std heads as one layer (the actor is only updated at the end of the step)
+        head_weight = th.cat([self.mu.weight, self.log_std.weight])
+        hidden, all_actions, all_log_prob, all_eps, all_std, all_in_range = self._policy(th.cat([obs, next_obs]), head_weight)
         actions_pi, log_prob = all_actions[:n], all_log_prob[:n]
         ent_coef = self.ent_coef.step(log_prob)
 
@@ -169,7 +173,6 @@ class MLPSACStep:
         grad_log_std = (grad_u * eps * std - ent_coef / n) * all_in_range[:n]
         grad_head = th.cat([grad_mean, grad_log_std], dim=1)
         head_input = hidden[-1][:n]
-        head_weight = th.cat([self.mu.weight, self.log_std.weight])
         grad_head_weight = grad_weight(grad_head, head_input)
         grad_head_bias = grad_head.sum(0)
         actor_grads: list[th.Tensor] = []

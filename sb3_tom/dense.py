@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch as th
 from torch import nn
+from torch.nn import functional as F
 
 from sb3_tom.kernels import grad_input, grad_weight, linear, relu_backward
 
@@ -50,7 +51,8 @@ class Dense:
         """Gradient of the input columns ``columns`` given the gradient of the output (no parameter gradients)."""
         for i in range(len(self.weights) - 1, 0, -1):
             grad = relu_backward(grad_input(grad, self.weights[i]), activations[i])
-        return th.mm(grad, self.weights[0][:, columns])
+        # a contiguous copy of the few columns (the BLAS is slow on a column slice of a wide matrix)
+        return F.linear(grad, self.weights[0][:, columns].t().contiguous())
 
 
 def linear_layers(module: nn.Module) -> list[nn.Linear] | None:

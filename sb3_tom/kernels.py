@@ -58,12 +58,24 @@ def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu:
 
 def grad_input(grad_output: th.Tensor, weight: th.Tensor) -> th.Tensor:
     """Gradient of ``linear(x, weight)`` with respect to ``x``: ``grad_output @ weight`` (``(batch, in_features)``)."""
+    if weight.shape[0] == 1:  # one output unit: an outer product, cheaper as a broadcast product
+        return grad_output * weight
     return linear(grad_output, weight.t())
 
 
 def grad_weight(grad_output: th.Tensor, x: th.Tensor) -> th.Tensor:
-    """Gradient of ``linear(x, weight)`` with respect to ``weight``: ``grad_output.T @ x`` (``(out, in)``)."""
-    return linear(grad_output.t(), x.t())
+    """
+    Gradient of ``linear(x, weight)`` with respect to ``weight``: ``grad_output.T @ x`` (``(out, in)``, contiguous).
+
+    oneDNN reorders a transposed first operand far more slowly than ``Tensor.contiguous`` does, so it gets a contiguous
+    copy; for thin products the BLAS is faster with the narrower operand transposed first.
+    """
+    grad_t = grad_output.t()
+    if _use_onednn(grad_t, x.t()):
+        return linear(grad_t.contiguous(), x.t())
+    if x.shape[1] < grad_output.shape[1]:
+        return th.mm(x.t(), grad_output).t().contiguous()
+    return th.mm(grad_t, x)
 
 
 def relu_backward(grad_output: th.Tensor, output: th.Tensor) -> th.Tensor:

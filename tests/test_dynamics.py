@@ -3,6 +3,7 @@ import pytest
 import torch as th
 
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.dynamics.nll_gradient import EnsembleNLLGradient
 from sb3_tom.dynamics.training import EnsembleTrainer, gaussian_nll, weighted_nll_loss
 
 
@@ -94,6 +95,27 @@ def test_weighted_nll_matches_formula():
         float(weighted_nll_loss(mean, logvar, target)), rel=1e-6
     )
     assert gaussian_nll(mean, logvar, target).shape == (3, 16)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_gradient_matches_autograd(weighted: bool):
+    """The written-out loss and gradients of the training step equal autograd's on the reference loss."""
+    th.manual_seed(0)
+    ensemble = GaussianEnsemble(5, 2, ensemble_size=3, num_elites=2, hidden_sizes=(16, 16)).double()
+    with th.no_grad():  # log-variance bounds away from their init, so both softplus branches matter
+        ensemble.max_logvar.add_(0.5 * th.randn_like(ensemble.max_logvar))
+        ensemble.min_logvar.add_(0.5 * th.randn_like(ensemble.min_logvar))
+    inputs = th.randn(3, 32, 7, dtype=th.float64)
+    targets = 2 * th.randn(3, 32, 6, dtype=th.float64)
+    weight = 2 * th.rand(3, 32, dtype=th.float64) if weighted else None
+    mean, logvar = ensemble(inputs)
+    loss = weighted_nll_loss(mean, logvar, targets, weight) + ensemble.logvar_bound_penalty() + ensemble.weight_decay_loss()
+    expected = th.autograd.grad(loss, list(ensemble.parameters()))
+    value, grads = EnsembleNLLGradient(ensemble)(inputs, targets, weight)
+    assert float(value) == pytest.approx(float(loss.detach()), rel=1e-12)
+    for name, want, got in zip([n for n, _ in ensemble.named_parameters()], expected, grads, strict=True):
+        assert got.shape == want.shape, name
+        assert th.allclose(got, want, rtol=1e-10, atol=1e-12), name
 
 
 def test_sample_weight_validation():

@@ -12,6 +12,7 @@ DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 # Rows per chunk of a no-grad forward pass: a chunk's activations stay in cache
 INFERENCE_CHUNK_ROWS = 512
 NORMALIZER_CHUNK_ROWS = 65536  # rows per chunk when computing input statistics
+LOGVAR_BOUND_PENALTY = 0.01  # coefficient of sum(max_logvar) - sum(min_logvar) in the training loss
 
 
 class EnsembleLinear(nn.Module):
@@ -180,7 +181,7 @@ class GaussianEnsemble(nn.Module):
         return self(x.unsqueeze(0).expand(self.ensemble_size, -1, -1))
 
     def logvar_bound_penalty(self) -> th.Tensor:
-        return 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        return LOGVAR_BOUND_PENALTY * (self.max_logvar.sum() - self.min_logvar.sum())
 
     def weight_decay_loss(self) -> th.Tensor:
         layers = [*self.layers, self.output_layer]

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch as th
 
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
-from sb3_tom.optim import fast_adam
+from sb3_tom.dynamics.nll_gradient import EnsembleNLLGradient
+from sb3_tom.optim import AdamKernel
 
 BOOTSTRAP_BLOCK_COLUMNS = 65536  # columns of the bootstrap index matrix mapped at a time
 
@@ -166,6 +167,10 @@ class EnsembleTrainer:
         best_state = {k: v.detach().clone() for k, v in ensemble.state_dict().items()}
         epochs_since_update = 0
         epoch = 0
+        # The loss of weighted_nll_loss + logvar_bound_penalty + weight_decay_loss with its gradient written out,
+        # stepped by the fused Adam kernel: the same update as autograd and optimizer.step(), far fewer ops
+        loss_gradient = EnsembleNLLGradient(ensemble)
+        adam = AdamKernel(self.optimizer, loss_gradient.params)
         train_loss = float("nan")
         while True:
             epoch += 1
@@ -180,15 +185,10 @@ class EnsembleTrainer:
             for start_b in range(0, n_train, self.batch_size):
                 # Minibatch indices of each member (gathered per minibatch: no n_members x n_train copy per epoch)
                 idx = bootstrap[:, order[start_b : start_b + self.batch_size]]
-                mean, logvar = ensemble(inputs[idx])
                 weight = None if sample_weight is None else sample_weight[idx]
-                loss = weighted_nll_loss(mean, logvar, targets[idx], weight)
-                loss = loss + ensemble.logvar_bound_penalty() + ensemble.weight_decay_loss()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                with fast_adam([self.optimizer]):  # fused Adam kernel: same update, far fewer ops
-                    self.optimizer.step()
-                loss_sum += loss.detach()
+                loss, grads = loss_gradient(inputs[idx], targets[idx], weight)
+                adam.step(grads)
+                loss_sum += loss
                 n_batches += 1
             train_loss = float(loss_sum) / n_batches
 

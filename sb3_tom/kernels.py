@@ -81,3 +81,30 @@ def grad_weight(grad_output: th.Tensor, x: th.Tensor) -> th.Tensor:
 def relu_backward(grad_output: th.Tensor, output: th.Tensor) -> th.Tensor:
     """Gradient through a ReLU given its output (``output > 0`` exactly where its input was)."""
     return th.ops.aten.threshold_backward(grad_output, output, 0.0)
+
+
+def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None, beta: float = 1.0) -> th.Tensor:
+    """
+    ``beta * bias + a @ b`` over a batch of matrices (``th.baddbmm``; ``th.bmm`` without ``bias``), no autograd.
+
+    The BLAS hands whole matrices of a batch to its threads, so a batch of 7 (an ensemble) on 2 threads runs as 4
+    rounds on one thread while the other idles for one. On CPU the batch is therefore computed in two calls: the
+    largest part that divides evenly among the threads, then the rest (whose few matrices each use all threads).
+    The same products (bit-identical with MKL here); about 10% faster per call for 7 members on 2 threads (``benchmarks/throughput.py`` (b)).
+
+    :param a: ``(batch, n, k)``
+    :param b: ``(batch, k, m)``
+    :param bias: ``(batch, 1 or n, m)`` or None.
+    """
+    batch = a.shape[0]
+    threads = th.get_num_threads()
+    even = batch - batch % threads
+    if a.device.type != "cpu" or threads < 2 or even in (0, batch):
+        return th.bmm(a, b) if bias is None else th.baddbmm(bias, a, b, beta=beta)
+    out = a.new_empty(batch, a.shape[1], b.shape[2])
+    for part in (slice(0, even), slice(even, batch)):
+        if bias is None:
+            th.bmm(a[part], b[part], out=out[part])
+        else:
+            th.baddbmm(bias[part], a[part], b[part], beta=beta, out=out[part])
+    return out

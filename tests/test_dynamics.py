@@ -5,6 +5,7 @@ import torch as th
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
 from sb3_tom.dynamics.nll_gradient import EnsembleNLLGradient
 from sb3_tom.dynamics.training import EnsembleTrainer, gaussian_nll, weighted_nll_loss
+from sb3_tom.kernels import batched_matmul
 
 
 def make_data(n: int, seed: int = 0, noise: float = 0.05):
@@ -183,3 +184,33 @@ def test_targets_and_bootstrap_mapping_in_blocks(monkeypatch):
     # every bootstrap entry is a training row, and draws cover the training rows of every block
     assert set(trainer.last_bootstrap.flatten().tolist()) <= train_rows
     assert len(set(trainer.last_bootstrap[:, -64:].flatten().tolist())) > 150
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 7])
+def test_batched_matmul_matches_baddbmm(batch: int):
+    """The thread-balanced split computes what one baddbmm / bmm call computes, for any batch size."""
+    gen = th.Generator().manual_seed(batch)
+    a, b = th.randn(batch, 33, 20, generator=gen), th.randn(batch, 20, 9, generator=gen)
+    bias = th.randn(batch, 1, 9, generator=gen)
+    threads = th.get_num_threads()
+    try:
+        th.set_num_threads(2)
+        assert th.allclose(batched_matmul(a, b), th.bmm(a, b), rtol=1e-6, atol=1e-6)
+        assert th.allclose(batched_matmul(a, b, bias), th.baddbmm(bias, a, b), rtol=1e-6, atol=1e-6)
+        weight = th.randn(batch, 20, 9, generator=gen)
+        grad = th.randn(batch, 33, 9, generator=gen)
+        expected = th.baddbmm(weight, a.transpose(1, 2), grad, beta=0.5)
+        assert th.allclose(batched_matmul(a.transpose(1, 2), grad, weight, 0.5), expected, rtol=1e-6, atol=1e-6)
+    finally:
+        th.set_num_threads(threads)
+
+
+def test_ensemble_forward_same_with_and_without_autograd():
+    """No-grad forward passes (rollouts, holdout evaluation) use the split matmuls; values are those of the graph path."""
+    ensemble = small_ensemble()
+    x = th.randn(ensemble.ensemble_size, 40, ensemble.input_dim)
+    with_grad = ensemble(x)
+    with th.no_grad():
+        without = ensemble(x)
+    assert th.allclose(with_grad.mean.detach(), without.mean, atol=1e-6)
+    assert th.allclose(with_grad.logvar.detach(), without.logvar, atol=1e-6)

@@ -8,6 +8,8 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_tom.kernels import batched_matmul
+
 DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 # Rows per chunk of a no-grad forward pass: a chunk's activations stay in cache
 INFERENCE_CHUNK_ROWS = 512
@@ -38,9 +40,10 @@ class EnsembleLinear(nn.Module):
         :param members: Optional indices of the members to use (``n_members`` of them); all if None.
         :return: Output of shape ``(n_members, batch, out_features)``.
         """
-        if members is None:
-            return th.baddbmm(self.bias, x, self.weight)
-        return th.baddbmm(self.bias[members], x, self.weight[members])
+        weight, bias = (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
+        if th.is_grad_enabled():
+            return th.baddbmm(bias, x, weight)
+        return batched_matmul(x, weight, bias)
 
 
 class GaussianPrediction(NamedTuple):
@@ -169,8 +172,8 @@ class GaussianEnsemble(nn.Module):
         for start in range(0, rows, INFERENCE_CHUNK_ROWS):
             h = x[:, start : start + INFERENCE_CHUNK_ROWS]
             for weight, bias in params[:-1]:
-                h = F.silu(th.baddbmm(bias, h, weight), inplace=True)
-            prediction = self._bounded(th.baddbmm(params[-1][1], h, params[-1][0]))
+                h = F.silu(batched_matmul(h, weight, bias), inplace=True)
+            prediction = self._bounded(batched_matmul(h, params[-1][0], params[-1][1]))
             mean[:, start : start + INFERENCE_CHUNK_ROWS] = prediction.mean
             logvar[:, start : start + INFERENCE_CHUNK_ROWS] = prediction.logvar
         return GaussianPrediction(mean, logvar)

@@ -5,7 +5,8 @@ Model learning spends nearly all its time in one step repeated thousands of time
 members, (weighted) Gaussian NLL, backward pass, Adam. :class:`EnsembleNLLGradient` computes that loss and its
 parameter gradients with the same batched matmuls autograd would run, but without building and walking a graph: the
 derivatives of the NLL and of the soft log-variance bounds are in closed form, the SiLU backward is one fused op, and
-the weight-decay term is folded into the weight-gradient matmul (``baddbmm``). ``tests/test_dynamics.py`` checks it
+the weight-decay term is folded into the weight-gradient matmul (``baddbmm``), and the batched matmuls are split to
+keep every thread busy (:func:`~sb3_tom.kernels.batched_matmul`). ``tests/test_dynamics.py`` checks it
 against autograd on the same loss.
 """
 
@@ -13,6 +14,7 @@ import torch as th
 from torch.nn import functional as F
 
 from sb3_tom.dynamics.ensemble import LOGVAR_BOUND_PENALTY, GaussianEnsemble
+from sb3_tom.kernels import batched_matmul
 
 
 class EnsembleNLLGradient:
@@ -44,12 +46,12 @@ class EnsembleNLLGradient:
             pre_activations = []
             h = inputs
             for layer in self.layers[:-1]:
-                z = th.baddbmm(layer.bias, h, layer.weight)
+                z = batched_matmul(h, layer.weight, layer.bias)
                 h = F.silu(z)
                 pre_activations.append(z)
                 layer_inputs.append(h)
             output_layer = self.layers[-1]
-            mean, raw_logvar = th.baddbmm(output_layer.bias, h, output_layer.weight).split(ensemble.output_dim, dim=-1)
+            mean, raw_logvar = batched_matmul(h, output_layer.weight, output_layer.bias).split(ensemble.output_dim, dim=-1)
             # Soft bounds, as GaussianEnsemble._bounded
             max_logvar, min_logvar = ensemble.max_logvar, ensemble.min_logvar
             below_max = max_logvar - raw_logvar
@@ -91,8 +93,9 @@ class EnsembleNLLGradient:
             for i in range(len(self.layers) - 1, -1, -1):
                 layer = self.layers[i]
                 weight_decay = ensemble.weight_decays[i]
-                grads[id(layer.weight)] = th.baddbmm(layer.weight, layer_inputs[i].transpose(1, 2), grad, beta=weight_decay)
+                grads[id(layer.weight)] = batched_matmul(layer_inputs[i].transpose(1, 2), grad, layer.weight, weight_decay)
                 grads[id(layer.bias)] = grad.sum(1, keepdim=True)
                 if i > 0:
-                    grad = th.ops.aten.silu_backward(th.bmm(grad, layer.weight.transpose(1, 2)), pre_activations[i - 1])
+                    grad_h = batched_matmul(grad, layer.weight.transpose(1, 2))
+                    grad = th.ops.aten.silu_backward(grad_h, pre_activations[i - 1])
         return loss, [grads[id(p)] for p in self.params]

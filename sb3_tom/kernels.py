@@ -90,7 +90,7 @@ def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None, be
     The BLAS hands whole matrices of a batch to its threads, so a batch of 7 (an ensemble) on 2 threads runs as 4
     rounds on one thread while the other idles for one. On CPU the batch is therefore computed in two calls: the
     largest part that divides evenly among the threads, then the rest (whose few matrices each use all threads).
-    The same products (bit-identical with MKL here); about 10% faster per call for 7 members on 2 threads (``benchmarks/throughput.py`` (b)).
+    The same products (bit-identical with MKL here), about 10% faster per call for 7 members on 2 threads.
 
     :param a: ``(batch, n, k)``
     :param b: ``(batch, k, m)``

@@ -42,6 +42,10 @@ def _use_onednn(x: th.Tensor, weight: th.Tensor) -> bool:
     )
 
 
+def _onednn_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
+    return th.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+
+
 def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
     """
     ``x @ weight.T + bias`` (then ReLU if ``relu``), as ``nn.Linear``.
@@ -51,7 +55,7 @@ def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu:
     :param bias: ``(out_features,)`` or None.
     """
     if _use_onednn(x, weight):
-        return th.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+        return _onednn_linear(x, weight, bias, relu)
     out = F.linear(x, weight, bias)
     return out.relu_() if relu else out
 
@@ -72,7 +76,7 @@ def grad_weight(grad_output: th.Tensor, x: th.Tensor) -> th.Tensor:
     """
     grad_t = grad_output.t()
     if _use_onednn(grad_t, x.t()):
-        return linear(grad_t.contiguous(), x.t())
+        return _onednn_linear(grad_t.contiguous(), x.t())
     if x.shape[1] < grad_output.shape[1]:
         return th.mm(x.t(), grad_output).t().contiguous()
     return th.mm(grad_t, x)

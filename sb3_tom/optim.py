@@ -108,6 +108,8 @@ class AdamKernel:
                 param.grad = grad
             with fast_adam([self.optimizer]):
                 self.optimizer.step()
+            for param in self.params:  # keep no stale gradient attached (nor alive) after the step
+                param.grad = None
             if self._usable:
                 self._prepare()
             return

@@ -149,6 +149,7 @@ def test_adam_kernel_matches_optimizer_step(optimizer_class, options):
         for p, q in zip(params, copies, strict=True):
             th.testing.assert_close(p, q)
     assert kernel._kernel is not None  # after the first step, the direct kernel path ran
+    assert all(p.grad is None for p in params)  # no stale gradient left on the parameters
     assert optimizer.state_dict()["state"][0]["step"] == 4
 
 

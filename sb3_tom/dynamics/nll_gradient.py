@@ -4,10 +4,10 @@ The training loss of a :class:`~sb3_tom.dynamics.ensemble.GaussianEnsemble` and 
 Model learning spends nearly all its time in one step repeated thousands of times per round: forward pass of all
 members, (weighted) Gaussian NLL, backward pass, Adam. :class:`EnsembleNLLGradient` computes that loss and its
 parameter gradients with the same batched matmuls autograd would run, but without building and walking a graph: the
-derivatives of the NLL and of the soft log-variance bounds are in closed form, the SiLU backward is one fused op, and
-the weight-decay term is folded into the weight-gradient matmul (``baddbmm``), and the batched matmuls are split to
-keep every thread busy (:func:`~sb3_tom.kernels.batched_matmul`). ``tests/test_dynamics.py`` checks it
-against autograd on the same loss.
+derivatives of the NLL and of the soft log-variance bounds are in closed form, the SiLU backward is one fused op, the
+weight-decay term is folded into the weight-gradient matmul (``baddbmm``), and the batched matmuls are split to keep
+every thread busy (:func:`~sb3_tom.kernels.batched_matmul`). ``tests/test_dynamics.py`` checks it against autograd on
+the same loss.
 """
 
 import torch as th

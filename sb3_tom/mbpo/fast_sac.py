@@ -29,7 +29,6 @@ What makes it faster (none of it changes the maths beyond float rounding):
 * losses and coefficients are accumulated as tensors and read once at the end of the call.
 """
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
@@ -40,13 +39,12 @@ from stable_baselines3.common.distributions import SquashedDiagGaussianDistribut
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.sac import SAC
-from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
+from stable_baselines3.sac.policies import Actor
 from torch.nn import functional as F
 
 from sb3_tom.mbpo.mlp_sac import MLPSACStep, mlp_sac_supported
+from sb3_tom.mbpo.squashed_gaussian import squashed_gaussian_sample
 from sb3_tom.optim import fast_adam
-
-_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 
 class BatchSource(Protocol):
@@ -100,16 +98,9 @@ def squashed_gaussian_action_log_prob(actor: Actor, obs: th.Tensor) -> tuple[th.
     """
     features = actor.extract_features(obs, actor.features_extractor)
     latent = actor.latent_pi(features)
-    mean = actor.mu(latent)
-    log_std = th.clamp(actor.log_std(latent), LOG_STD_MIN, LOG_STD_MAX)  # type: ignore[operator]
-    std = log_std.exp()
-    eps = th.empty_like(mean).normal_()
-    gaussian_actions = mean + eps * std
-    log_prob = (-((gaussian_actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(dim=1)
-    actions = th.tanh(gaussian_actions)
     epsilon = actor.action_dist.epsilon  # type: ignore[union-attr]
-    log_prob = log_prob - th.sum(th.log(1 - actions**2 + epsilon), dim=1)
-    return actions, log_prob
+    sample = squashed_gaussian_sample(actor.mu(latent), actor.log_std(latent), epsilon)  # type: ignore[operator]
+    return sample.actions, sample.log_prob
 
 
 def _has_plain_squashed_gaussian(actor: Actor) -> bool:

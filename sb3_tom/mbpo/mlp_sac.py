@@ -16,8 +16,6 @@ It applies to SB3's default SAC architecture family: ``FlattenExtractor`` featur
 qualifies; ``fast_sac_train`` uses this path when it does.
 """
 
-import math
-
 import torch as th
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -27,9 +25,8 @@ from torch import nn
 
 from sb3_tom.dense import Dense, linear_layers
 from sb3_tom.kernels import grad_input, grad_weight, linear, relu_backward
+from sb3_tom.mbpo.squashed_gaussian import squashed_gaussian_sample
 from sb3_tom.optim import AdamKernel
-
-_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 
 def mlp_sac_supported(model: SAC) -> bool:
@@ -104,15 +101,9 @@ class MLPSACStep:
         hidden = self.actor_hidden.forward(obs, n_hidden=len(self.actor_hidden.weights))
         head = linear(hidden[-1], head_weight, th.cat([self.mu.bias, self.log_std.bias]))
         mean, raw_log_std = head.split(self.action_dim, dim=1)
-        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        std = log_std.exp()
-        eps = th.empty_like(mean).normal_()
-        gaussian_actions = mean + eps * std
-        actions = th.tanh(gaussian_actions)
-        log_prob = (-((gaussian_actions - mean) ** 2) / (2 * std**2) - log_std - _LOG_SQRT_2PI).sum(dim=1)
-        log_prob = log_prob - th.log(1 - actions**2 + self.epsilon).sum(dim=1)
+        sample = squashed_gaussian_sample(mean, raw_log_std, self.epsilon)
         in_range = (raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX)
-        return hidden, actions, log_prob, eps, std, in_range
+        return hidden, sample.actions, sample.log_prob, sample.eps, sample.std, in_range
 
     @staticmethod
     def _min_q(critics: list[Dense], x: th.Tensor) -> tuple[th.Tensor, th.Tensor, list[list[th.Tensor]]]:

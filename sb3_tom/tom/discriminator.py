@@ -188,9 +188,9 @@ class DiscriminatorGradient:
         one_g = 1 - g_gp**2
         one_h = 1 - h_gp**2
         u = one_g * w3
-        v = linear(u, w2.t())
+        v = grad_input(u, w2)
         p = one_h * v
-        grad_z = linear(p, w1.t())
+        grad_z = grad_input(p, w1)
         grad_x = grad_z * inv_std
         norm = grad_x.norm(dim=1, keepdim=True)
         penalty = gradient_penalty * ((norm - 1) ** 2).mean()

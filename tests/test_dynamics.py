@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch as th
+from conftest import env_transitions
 
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
 from sb3_tom.dynamics.nll_gradient import EnsembleNLLGradient
@@ -214,3 +215,85 @@ def test_ensemble_forward_same_with_and_without_autograd():
         without = ensemble(x)
     assert th.allclose(with_grad.mean.detach(), without.mean, atol=1e-6)
     assert th.allclose(with_grad.logvar.detach(), without.logvar, atol=1e-6)
+
+
+# ---------------------------------------------------------------- early stopping as MBPO does it
+def scripted_holdout(monkeypatch, trainer: EnsembleTrainer, script):
+    """
+    Replace the holdout evaluation by ``script(call)`` (per-member MSEs of the ``call``-th evaluation, 0 = the first
+    epoch's) and record a copy of the ensemble's state at every evaluation (i.e. after every epoch).
+    """
+    states = []
+
+    def evaluate(inputs, targets, weights):
+        states.append({k: v.detach().clone() for k, v in trainer.ensemble.state_dict().items()})
+        mse = th.as_tensor(script(len(states) - 1), dtype=th.float32)
+        return mse, mse
+
+    monkeypatch.setattr(trainer, "_evaluate", evaluate)
+    return states
+
+
+def test_early_stopping_waits_more_than_patience_epochs_and_first_epoch_counts(monkeypatch):
+    """
+    MBPO resets every snapshot to (none, +inf) at the start of a round, so the first epoch always improves, and stops
+    once ``epochs_since_update > patience``: with a holdout error that never improves after epoch 1, a round runs
+    1 + patience + 1 epochs and every member (and the shared log-variance bounds) ends as it was after epoch 1.
+    """
+    obs, act, rew, next_obs = make_data(1000)
+    ens = small_ensemble()
+    trainer = EnsembleTrainer(ens, patience=5)
+    states = scripted_holdout(monkeypatch, trainer, lambda call: [1.0] * 5)
+    result = trainer.fit(obs, act, rew, next_obs)
+    assert result.epochs == 7
+    for name, value in ens.state_dict().items():
+        if name not in ("elite_indices", "trained"):
+            assert th.equal(value, states[0][name]), name
+
+
+def test_each_member_restored_to_its_own_best_epoch_and_bounds_to_the_latest_snapshot(monkeypatch):
+    obs, act, rew, next_obs = make_data(1000)
+    ens = small_ensemble()
+    trainer = EnsembleTrainer(ens, patience=2)
+    # member m improves for the last time in epoch m + 1 (evaluation m); member 4 only in the first epoch
+    mse = {0: [1.0] * 5, 1: [1.0, 0.5, 0.5, 0.5, 1.0], 2: [1.0, 0.5, 0.4, 0.4, 1.0]}
+    states = scripted_holdout(monkeypatch, trainer, lambda call: mse.get(call, [1.0, 0.5, 0.4, 0.3, 1.0]))
+    assert trainer.fit(obs, act, rew, next_obs).epochs == 4 + 3
+    for name, param in ens.named_parameters():
+        if param.shape[0] == ens.ensemble_size:
+            for member, best_call in enumerate([0, 1, 2, 3, 0]):
+                assert th.equal(param[member], states[best_call][name][member]), (name, member)
+        else:  # shared log-variance bounds: from the epoch of the newest snapshot
+            assert th.equal(param, states[3][name]), name
+
+
+def test_warm_started_rounds_adapt_every_member_to_new_data():
+    """
+    A warm-started round must keep its own training (real HalfCheetah-v4 data: 17-D observations, 6-D actions): after
+    each round on a buffer that grew by 250 transitions of a new action distribution, no member is left at its
+    pre-round weights and the error on the newest data went down.
+    """
+    th.manual_seed(0)
+    data = [env_transitions("HalfCheetah-v4", 3000, seed=0)[:4]]
+    ens = GaussianEnsemble(17, 6, ensemble_size=7, num_elites=5, hidden_sizes=(64, 64, 64, 64))
+    trainer = EnsembleTrainer(ens, max_epochs=100)
+    trainer.fit(*(th.cat(x) for x in zip(*data, strict=True)))
+    for round_ in range(3):
+        new = env_transitions("HalfCheetah-v4", 250, action_mean=0.2 * (round_ + 1), action_std=0.5, seed=round_ + 1)[:4]
+        data.append(new)
+        new_obs, new_act, new_rew, new_next = new
+        targets = EnsembleTrainer.make_targets(new_obs, new_rew, new_next)
+
+        def error_on_new() -> float:
+            with th.no_grad():
+                mean, _ = ens.predict_all(new_obs, new_act)
+            return float(((mean - targets) ** 2).mean())
+
+        before = [p.detach().clone() for p in ens.parameters()]
+        error_before = error_on_new()
+        trainer.fit(*(th.cat(x) for x in zip(*data, strict=True)))
+        for p, q in zip(ens.parameters(), before, strict=True):
+            if p.shape[0] == ens.ensemble_size:
+                reverted = [m for m in range(ens.ensemble_size) if th.equal(p[m], q[m])]
+                assert not reverted, f"round {round_}: members {reverted} reverted to their pre-round weights"
+        assert error_on_new() < 0.99 * error_before, (round_, error_on_new(), error_before)

@@ -58,17 +58,18 @@ class EnsembleTrainer:
     Fits a :class:`GaussianEnsemble` to transitions, MBPO style.
 
     Each member trains on its own bootstrap of the training set (fixed for the round); a holdout split
-    (``holdout_ratio`` of the data, at most ``max_holdout``) drives early stopping: training stops once no
-    member improved its holdout MSE by more than ``improvement_threshold`` (relative) for ``patience``
-    epochs, and every member is restored to its best snapshot. The ``num_elites`` best members become the
-    elites.
+    (``holdout_ratio`` of the data, at most ``max_holdout``) drives early stopping. As in MBPO, each round starts
+    with no snapshot (best holdout MSE +inf), so the first epoch always counts; training stops once no member
+    improved its holdout MSE by more than ``improvement_threshold`` (relative) for more than ``patience`` epochs,
+    and every member is restored to its best snapshot of the round (the shared log-variance bounds to their value
+    at the newest snapshot). The ``num_elites`` best members become the elites.
 
     :param ensemble: The model to train.
     :param learning_rate: Adam learning rate.
     :param batch_size: Minibatch size.
     :param holdout_ratio: Fraction of the data held out.
     :param max_holdout: Cap on the number of holdout transitions.
-    :param patience: Epochs without improvement before stopping.
+    :param patience: Training stops after more than this many epochs without improvement.
     :param max_epochs: Optional cap on the number of epochs of one round.
     :param improvement_threshold: Relative holdout-MSE improvement that counts as progress.
     """
@@ -163,8 +164,11 @@ class EnsembleTrainer:
         self.last_bootstrap = bootstrap
         self.last_holdout = hold_idx
 
-        best_mse, _ = self._evaluate(hold_inputs, hold_targets, hold_weights) if n_holdout > 0 else (None, None)
-        best_state = {k: v.detach().clone() for k, v in ensemble.state_dict().items()}
+        # MBPO resets every member's snapshot to (none, +inf) at the start of each round: the first epoch always
+        # counts, so a warm-started member is never reverted to its pre-round weights (the holdout is redrawn every
+        # round and overlaps last round's training data, so the pre-round model would often look best).
+        best_mse = th.full((n_members,), float("inf"), device=device)
+        best_state: dict[str, th.Tensor] = {}
         epochs_since_update = 0
         epoch = 0
         # The loss of weighted_nll_loss + logvar_bound_penalty + weight_decay_loss with its gradient written out,
@@ -197,15 +201,15 @@ class EnsembleTrainer:
                     break
                 continue
             mse, _ = self._evaluate(hold_inputs, hold_targets, hold_weights)
-            assert best_mse is not None
-            improved = (best_mse - mse) / best_mse.clamp_min(1e-12) > self.improvement_threshold
+            # relative improvement (best - mse) / best > threshold; any value improves on the initial +inf
+            improved = th.isinf(best_mse) | (best_mse - mse > self.improvement_threshold * best_mse)
             if bool(improved.any()):
                 best_mse = th.where(improved, mse, best_mse)
                 self._snapshot(best_state, improved)
                 epochs_since_update = 0
             else:
                 epochs_since_update += 1
-            if epochs_since_update >= self.patience or (self.max_epochs is not None and epoch >= self.max_epochs):
+            if epochs_since_update > self.patience or (self.max_epochs is not None and epoch >= self.max_epochs):
                 break
 
         if n_holdout > 0:
@@ -228,13 +232,17 @@ class EnsembleTrainer:
         )
 
     def _snapshot(self, best_state: dict[str, th.Tensor], improved: th.Tensor) -> None:
-        """Copy the current parameters of the improved members into ``best_state``."""
+        """
+        Copy the current parameters of the improved members into ``best_state``. The shared parameters (the
+        log-variance bounds) are copied with every snapshot, so they are restored as they were at the newest one.
+        """
         for name, param in self.ensemble.named_parameters():
-            if param.shape[0] == self.ensemble.ensemble_size:
+            value = param.detach()
+            if name in best_state and param.shape[0] == self.ensemble.ensemble_size:
                 mask = improved.view(-1, *([1] * (param.dim() - 1)))
-                best_state[name] = th.where(mask, param.detach(), best_state[name])
-            else:  # shared parameters (log-variance bounds): keep the latest
-                best_state[name] = param.detach().clone()
+                best_state[name] = th.where(mask, value, best_state[name])
+            else:  # the first snapshot of the round (every member improves on +inf), or a shared parameter
+                best_state[name] = value.clone()
 
     def _restore(self, best_state: dict[str, th.Tensor]) -> None:
         with th.no_grad():

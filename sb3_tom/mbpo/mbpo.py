@@ -100,7 +100,8 @@ class MBPO(SAC):
     :param dynamics_batch_size: Minibatch size of ensemble training.
     :param model_holdout_ratio: Fraction of the real data held out for early stopping.
     :param model_max_holdout: Maximum number of holdout transitions.
-    :param model_patience: Stop ensemble training after this many epochs without a 1% holdout improvement.
+    :param model_patience: Stop ensemble training after more than this many epochs without a 1% holdout improvement
+        (MBPO: the first epoch of every round counts as an improvement).
     :param model_max_epochs: Optional cap on ensemble training epochs per round (None: early stopping only).
     :param termination_fn: ``(obs, action, next_obs) -> bool tensor`` terminal function for model rollouts.
         If None it is chosen from the env id; for an unknown env, rollouts never terminate until a terminal

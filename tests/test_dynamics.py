@@ -284,9 +284,9 @@ def test_warm_started_rounds_adapt_every_member_to_new_data():
         new_obs, new_act, new_rew, new_next = new
         targets = EnsembleTrainer.make_targets(new_obs, new_rew, new_next)
 
-        def error_on_new() -> float:
+        def error_on_new(obs=new_obs, act=new_act, targets=targets) -> float:
             with th.no_grad():
-                mean, _ = ens.predict_all(new_obs, new_act)
+                mean, _ = ens.predict_all(obs, act)
             return float(((mean - targets) ** 2).mean())
 
         before = [p.detach().clone() for p in ens.parameters()]

@@ -157,7 +157,7 @@ def test_normaliser_saved_in_state_dict():
 
 
 def test_input_normalizer_leaves_out_holdout_rows_in_chunks(monkeypatch):
-    monkeypatch.setattr("sb3_tom.dynamics.ensemble.NORMALIZER_CHUNK_ROWS", 7)  # several chunks, a ragged last one
+    monkeypatch.setattr("sb3_tom.normalization.STATISTICS_CHUNK_ROWS", 7)  # several chunks, a ragged last one
     gen = th.Generator().manual_seed(0)
     inputs = th.randn(50, 3, generator=gen) * th.tensor([1.0, 100.0, 1e-3]) + th.tensor([5.0, -300.0, 2.0])
     inputs[:, 2] = 2.0  # a constant input gets std 1, not 0

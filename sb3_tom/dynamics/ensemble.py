@@ -9,11 +9,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_tom.kernels import batched_matmul
+from sb3_tom.normalization import mean_and_std
 
 DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 # Rows per chunk of a no-grad forward pass: a chunk's activations stay in cache
 INFERENCE_CHUNK_ROWS = 512
-NORMALIZER_CHUNK_ROWS = 65536  # rows per chunk when computing input statistics
 LOGVAR_BOUND_PENALTY = 0.01  # coefficient of sum(max_logvar) - sum(min_logvar) in the training loss
 
 
@@ -110,26 +110,11 @@ class GaussianEnsemble(nn.Module):
         Set the input standardisation (mean and unbiased standard deviation per input) from ``inputs`` of shape
         ``(n, input_dim)``, leaving out the rows ``exclude`` (e.g. a holdout split) without copying the rest.
 
-        Computed in float64, two passes over row chunks: the memory used does not grow with ``n``.
+        Computed by :func:`~sb3_tom.normalization.mean_and_std` (float64, in row chunks; constant inputs get std 1).
         """
-        rows = inputs.shape[0]
-        if exclude is None:
-            exclude = th.zeros(0, dtype=th.long, device=inputs.device)
-        left_out = inputs[exclude].double()
-        count = rows - left_out.shape[0]
-        if count < 2:
-            raise ValueError(f"Need at least 2 training inputs to standardise them, got {count}.")
-        total = th.zeros(inputs.shape[1], dtype=th.float64, device=inputs.device)
-        for chunk in inputs.split(NORMALIZER_CHUNK_ROWS):
-            total += chunk.double().sum(0)
-        mean = (total - left_out.sum(0)) / count
-        squares = th.zeros_like(total)
-        for chunk in inputs.split(NORMALIZER_CHUNK_ROWS):
-            squares += ((chunk.double() - mean) ** 2).sum(0)
-        squares -= ((left_out - mean) ** 2).sum(0)
-        std = (squares.clamp_min(0.0) / (count - 1)).sqrt()
+        mean, std = mean_and_std(inputs, exclude)
         self.input_mean.copy_(mean)
-        self.input_std.copy_(th.where(std < 1e-12, th.ones_like(std), std))
+        self.input_std.copy_(std)
 
     def make_inputs(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """Standardised model inputs from raw observations and (scaled) actions."""

@@ -27,6 +27,8 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_tom.normalization import mean_and_std
+
 TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 
 
@@ -207,7 +209,8 @@ class LearnedTermination(nn.Module):
     predicted to be terminal. Once one has been seen, a non-finite ``next_obs`` is terminal as well.
 
     The standardisation statistics are recomputed from the data of each :meth:`fit` call (meant to be the whole
-    replay buffer) and, like ``has_seen_terminal``, are buffers saved with the state dict.
+    replay buffer); a dimension that is constant there is left unscaled (std 1), so that model noise in it is not
+    amplified. They are buffers saved with the state dict, like ``has_seen_terminal``.
 
     :param obs_dim: Observation size.
     :param action_dim: Action size (unused by the classifier, kept for a uniform interface).
@@ -314,8 +317,10 @@ class LearnedTermination(nn.Module):
             if n_terminal == 0:
                 return {"loss": math.nan, **self._metrics(x, y)}
 
-            self.obs_mean.copy_(x.mean(dim=0))
-            self.obs_std.copy_(x.std(dim=0).nan_to_num(1.0).clamp_min(1e-6))
+            if n_total >= 2:
+                mean, std = mean_and_std(x)
+                self.obs_mean.copy_(mean)
+                self.obs_std.copy_(std)
             self._seen_terminal.fill_(True)
 
             positives, negatives = th.nonzero(y).squeeze(-1), th.nonzero(~y).squeeze(-1)

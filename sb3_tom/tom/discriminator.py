@@ -7,8 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_tom.buffers import Transitions
-from sb3_tom.kernels import grad_input, grad_weight, linear
-from sb3_tom.optim import AdamKernel
+from sb3_tom.normalization import mean_and_std
 
 
 class TransitionDiscriminator(nn.Module):
@@ -47,19 +46,25 @@ class TransitionDiscriminator(nn.Module):
         return th.cat([data.observations, data.actions, data.next_observations], dim=-1)
 
     def fit_normalizer(self, inputs: th.Tensor) -> None:
+        """Set the input standardisation from raw inputs (constant columns get std 1); no-op without standardisation."""
         if self.standardize_inputs:
-            self.input_mean.copy_(inputs.mean(0))
-            self.input_std.copy_(inputs.std(0).clamp_min(1e-6))
+            mean, std = mean_and_std(inputs)
+            self.input_mean.copy_(mean)
+            self.input_std.copy_(std)
 
-    def forward(self, inputs: th.Tensor) -> th.Tensor:
-        """Logits of shape ``(batch,)`` for raw inputs ``[s, a, s']`` of shape ``(batch, 2 * obs_dim + action_dim)``."""
-        x = (inputs - self.input_mean) / self.input_std
-        s, a, s_next = x.split([self.obs_dim, self.action_dim, self.obs_dim], dim=-1)
+    def standardize(self, inputs: th.Tensor) -> th.Tensor:
+        """The network's view of raw inputs (unchanged unless ``standardize_inputs``)."""
+        return (inputs - self.input_mean) / self.input_std
+
+    def logits(self, z: th.Tensor) -> th.Tensor:
+        """Logits ``(batch,)`` of standardised inputs ``z`` (see :meth:`standardize`)."""
+        s, a, s_next = z.split([self.obs_dim, self.action_dim, self.obs_dim], dim=-1)
         h = th.cat([th.tanh(self.obs_branch(s)), th.tanh(self.action_branch(a)), th.tanh(self.next_obs_branch(s_next))], -1)
         return self.head(h).squeeze(-1)
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
+    def forward(self, inputs: th.Tensor) -> th.Tensor:
+        """Logits of shape ``(batch,)`` for raw inputs ``[s, a, s']`` of shape ``(batch, 2 * obs_dim + action_dim)``."""
+        return self.logits(self.standardize(inputs))
 
 
 def make_discriminator_optimizer(
@@ -69,7 +74,7 @@ def make_discriminator_optimizer(
     Adam over all parameters, or only over the head (``head_only``: the official code's behaviour, which leaves the
     input branches at their random initialisation).
     """
-    params = discriminator.head_parameters() if head_only else list(discriminator.parameters())
+    params = list(discriminator.head.parameters()) if head_only else list(discriminator.parameters())
     return th.optim.Adam(params, lr=learning_rate)
 
 
@@ -77,6 +82,38 @@ def make_discriminator_optimizer(
 class DiscriminatorStats:
     loss: float
     accuracy: float  # on the last batches: recent classified positive, buffer samples negative
+
+
+def discriminator_loss(
+    discriminator: TransitionDiscriminator,
+    positives: th.Tensor,
+    negatives: th.Tensor,
+    alpha: th.Tensor,
+    gradient_penalty: float = 10.0,
+    soft_label: float = 0.1,
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """
+    TOM's discriminator loss (as the official code): ``BCE(D(recent), 1).mean() + BCE(D(buffer), soft_label).mean()``
+    plus ``gradient_penalty * mean((||∇_z D(z̃)|| - 1)^2)`` on interpolates ``z̃ = α z_pos + (1 - α) z_neg``.
+
+    The penalty is taken in the standardised space ``z`` the network sees: in raw units it would weight an input
+    dimension by ``1 / std``, so a near-constant dimension would swamp the classification loss.
+
+    :param positives: Raw inputs of recent transitions, ``(batch, d)``.
+    :param negatives: Raw inputs of buffer transitions, ``(batch, d)``.
+    :param alpha: Interpolation coefficients, ``(batch, 1)``.
+    :return: The loss, and the logits of the positives and of the negatives.
+    """
+    z_pos, z_neg = discriminator.standardize(positives), discriminator.standardize(negatives)
+    logits_pos, logits_neg = discriminator.logits(z_pos), discriminator.logits(z_neg)
+    loss = F.binary_cross_entropy_with_logits(logits_pos, th.ones_like(logits_pos)) + F.binary_cross_entropy_with_logits(
+        logits_neg, th.full_like(logits_neg, soft_label)
+    )
+    if gradient_penalty > 0:
+        mixed = (alpha * z_pos + (1 - alpha) * z_neg).requires_grad_(True)
+        (grad,) = th.autograd.grad(discriminator.logits(mixed).sum(), mixed, create_graph=True)
+        loss = loss + gradient_penalty * ((grad.norm(dim=1) - 1) ** 2).mean()
+    return loss, logits_pos, logits_neg
 
 
 def train_discriminator(
@@ -90,11 +127,8 @@ def train_discriminator(
     soft_label: float = 0.1,
 ) -> DiscriminatorStats:
     """
-    Train ``discriminator`` to tell ``recent`` inputs (label 1) from ``buffer`` inputs (soft label ``soft_label``),
-    with a gradient penalty ``gradient_penalty * (||∇D(x̃)|| - 1)^2`` on random interpolates.
-
-    Each step computes the same loss and gradient as autograd would (``bce + penalty``, the penalty differentiated
-    through ``∇D``), written out by :class:`DiscriminatorGradient`, and applies them with the optimizer's Adam step.
+    Train ``discriminator`` to tell ``recent`` inputs (label 1) from ``buffer`` inputs (soft label ``soft_label``)
+    with :func:`discriminator_loss`; the input standardisation is fitted on ``buffer`` first.
 
     :param recent: Raw inputs of the recent transitions (positives), ``(n_recent, d)``.
     :param buffer: Raw inputs of the whole replay buffer (negatives are drawn uniformly from it), ``(n, d)``.
@@ -102,126 +136,17 @@ def train_discriminator(
     """
     discriminator.fit_normalizer(buffer)
     device = recent.device
-    n_recent, n_buffer = recent.shape[0], buffer.shape[0]
-    labels = th.cat([th.ones(batch_size, device=device), th.full((batch_size,), soft_label, device=device)])
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
-    gradient = DiscriminatorGradient(discriminator)
-    names = {id(p): name for name, p in discriminator.named_parameters()}
-    adam = AdamKernel(optimizer, trained)
-    loss = th.zeros((), device=device)
-    correct = th.zeros((), device=device)
-    with th.no_grad():
-        for _ in range(n_steps):
-            pos = recent[th.randint(n_recent, (batch_size,), device=device)]
-            neg = buffer[th.randint(n_buffer, (batch_size,), device=device)]
-            alpha = th.rand(batch_size, 1, device=device)
-            mixed = alpha * pos + (1 - alpha) * neg
-            loss, logits, grads = gradient(th.cat([pos, neg]), labels, mixed, gradient_penalty)
-            adam.step([grads[names[id(p)]] for p in trained])
-            correct = ((logits[:batch_size] > 0).float().mean() + (logits[batch_size:] <= 0).float().mean()) / 2
-    return DiscriminatorStats(loss=float(loss), accuracy=float(correct))
-
-
-class DiscriminatorGradient:
-    """
-    Loss and parameter gradients of one discriminator step, written out (no autograd, no double backward).
-
-    With ``z = (x - mean) / std``, branches ``h = tanh(W1 z + b1)`` (``W1`` block-diagonal over ``s, a, s'``), head
-    ``g = tanh(W2 h + b2)`` and logit ``w3 · g + b3``: the BCE gradient is ordinary back-propagation, and the penalty
-    ``λ mean((||∇_x D|| - 1)^2)`` with ``∇_x D = (W1^T ((1 - h^2) ⊙ W2^T ((1 - g^2) ⊙ w3))) / std`` is differentiated
-    through that expression, including its dependence on ``h`` and ``g``.
-
-    :param discriminator: The discriminator (its parameters are read at each call).
-    """
-
-    def __init__(self, discriminator: TransitionDiscriminator) -> None:
-        self.d = discriminator
-        self.blocks = [discriminator.obs_branch, discriminator.action_branch, discriminator.next_obs_branch]
-        self.in_sizes = [discriminator.obs_dim, discriminator.action_dim, discriminator.obs_dim]
-        self.out_sizes = [layer.out_features for layer in self.blocks]
-        hidden, output = discriminator.head[0], discriminator.head[2]
-        assert isinstance(hidden, nn.Linear) and isinstance(output, nn.Linear)
-        self.hidden: nn.Linear = hidden
-        self.output: nn.Linear = output
-
-    def _branch_weight(self) -> th.Tensor:
-        """The three branches as one block-diagonal ``(3 * branch, d)`` weight."""
-        return th.block_diag(*[layer.weight for layer in self.blocks])
-
-    def _split_branch_grad(self, grad_w1: th.Tensor, grad_b1: th.Tensor) -> dict[str, th.Tensor]:
-        grads = {}
-        rows = grad_w1.split(self.out_sizes, dim=0)
-        biases = grad_b1.split(self.out_sizes)
-        for i, (name, block, bias) in enumerate(
-            zip(("obs_branch", "action_branch", "next_obs_branch"), rows, biases, strict=True)
-        ):
-            start = sum(self.in_sizes[:i])
-            grads[f"{name}.weight"] = block[:, start : start + self.in_sizes[i]].contiguous()
-            grads[f"{name}.bias"] = bias
-        return grads
-
-    def __call__(
-        self, inputs: th.Tensor, labels: th.Tensor, mixed: th.Tensor, gradient_penalty: float
-    ) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
-        """
-        :param inputs: Raw inputs of the classified batch.
-        :param labels: Their labels.
-        :param mixed: Raw interpolates for the gradient penalty.
-        :return: loss, logits of ``inputs``, and the gradient of every parameter by name.
-        """
-        d = self.d
-        w1, b1 = self._branch_weight(), th.cat([layer.bias for layer in self.blocks])
-        w2, b2 = self.hidden.weight, self.hidden.bias
-        w3, b3 = self.output.weight[0], self.output.bias
-        inv_std, mean = 1.0 / d.input_std, d.input_mean  # zeros and ones unless standardize_inputs
-        n_cls, n_gp = inputs.shape[0], mixed.shape[0]
-        # Forward over both batches at once
-        z = (th.cat([inputs, mixed]) - mean) * inv_std
-        h = th.tanh(linear(z, w1, b1))
-        g = th.tanh(linear(h, w2, b2))
-        logits = g[:n_cls] @ w3 + b3
-        # BCE with logits, and its gradient
-        bce = F.binary_cross_entropy_with_logits(logits, labels)
-        delta = (th.sigmoid(logits) - labels) / n_cls
-        # Gradient penalty: input gradients of the interpolates
-        h_gp, g_gp = h[n_cls:], g[n_cls:]
-        one_g = 1 - g_gp**2
-        one_h = 1 - h_gp**2
-        u = one_g * w3
-        v = grad_input(u, w2)
-        p = one_h * v
-        grad_z = grad_input(p, w1)
-        grad_x = grad_z * inv_std
-        norm = grad_x.norm(dim=1, keepdim=True)
-        penalty = gradient_penalty * ((norm - 1) ** 2).mean()
-        grad_grad_x = gradient_penalty * 2 * (norm - 1) / norm.clamp_min(1e-12) * grad_x / n_gp
-        grad_grad_z = grad_grad_x * inv_std
-        # Through grad_z = p W1, p = (1 - h^2) v, v = u W2, u = (1 - g^2) w3
-        grad_w1 = grad_weight(p, grad_grad_z)
-        grad_p = linear(grad_grad_z, w1)
-        grad_v = grad_p * one_h
-        grad_h_gp = grad_p * v * (-2 * h_gp)
-        grad_w2 = grad_weight(u, grad_v)
-        grad_u = linear(grad_v, w2)
-        grad_w3 = (grad_u * one_g).sum(0)
-        grad_g_gp = grad_u * w3 * (-2 * g_gp)
-        # Ordinary back-propagation of both terms' dependence on g and h (BCE rows, then penalty rows)
-        grad_g = th.cat([delta.unsqueeze(1) * w3, grad_g_gp])
-        grad_w3 = grad_w3 + delta @ g[:n_cls]
-        grad_b3 = delta.sum().reshape(1)
-        grad_g_pre = grad_g * (1 - g**2)
-        grad_w2 = grad_w2 + grad_weight(grad_g_pre, h)
-        grad_b2 = grad_g_pre.sum(0)
-        grad_h = grad_input(grad_g_pre, w2)
-        grad_h[n_cls:] += grad_h_gp
-        grad_h_pre = grad_h * (1 - h**2)
-        grad_w1 = grad_w1 + grad_weight(grad_h_pre, z)
-        grad_b1 = grad_h_pre.sum(0)
-        grads = {
-            "head.0.weight": grad_w2,
-            "head.0.bias": grad_b2,
-            "head.2.weight": grad_w3.unsqueeze(0),
-            "head.2.bias": grad_b3,
-            **self._split_branch_grad(grad_w1, grad_b1),
-        }
-        return bce + penalty, logits, grads
+    loss = th.full((), float("nan"), device=device)
+    accuracy = th.full((), float("nan"), device=device)
+    for _ in range(n_steps):
+        positives = recent[th.randint(recent.shape[0], (batch_size,), device=device)]
+        negatives = buffer[th.randint(buffer.shape[0], (batch_size,), device=device)]
+        alpha = th.rand(batch_size, 1, device=device)
+        loss, logits_pos, logits_neg = discriminator_loss(
+            discriminator, positives, negatives, alpha, gradient_penalty, soft_label
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        accuracy = ((logits_pos > 0).float().mean() + (logits_neg <= 0).float().mean()) / 2
+    return DiscriminatorStats(loss=float(loss.detach()), accuracy=float(accuracy))

@@ -142,6 +142,11 @@ class ModelReplayBuffer:
         self.pos = end % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def clear(self) -> None:
+        """Forget every stored transition (the storage is kept)."""
+        self.pos = 0
+        self.size = 0
+
     def _split(self, rows: th.Tensor) -> Transitions:
         o, a = self.obs_dim, self.action_dim
         return Transitions(

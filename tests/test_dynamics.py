@@ -297,3 +297,39 @@ def test_warm_started_rounds_adapt_every_member_to_new_data():
                 reverted = [m for m in range(ens.ensemble_size) if th.equal(p[m], q[m])]
                 assert not reverted, f"round {round_}: members {reverted} reverted to their pre-round weights"
         assert error_on_new() < 0.99 * error_before, (round_, error_on_new(), error_before)
+
+
+def test_resample_draws_the_holdout_first_weights_it_and_redraws_training_rows_each_epoch(monkeypatch):
+    """TOM's official scheme: no row is both holdout and training, zero-weight rows never train, a new draw per epoch."""
+    obs, act, rew, next_obs = make_data(1000)
+    weights = th.ones(1000)
+    weights[::2] = 0.0  # even rows: never trained on
+    weights[1::4] = 9.0
+    ens = small_ensemble()
+    trainer = EnsembleTrainer(ens, max_epochs=3)
+    draws = []
+    original = th.multinomial
+
+    def multinomial(probabilities, n, replacement=False):
+        out = original(probabilities, n, replacement=replacement)
+        draws.append(out)
+        return out
+
+    monkeypatch.setattr(th, "multinomial", multinomial)
+    evaluated = []
+    original_evaluate = trainer._evaluate
+    monkeypatch.setattr(trainer, "_evaluate", lambda i, t, w: (evaluated.append(w), original_evaluate(i, t, w))[1])
+    trainer.fit(obs, act, rew, next_obs, sample_weight=weights, resample=True)
+    assert len(draws) == 3 and not th.equal(draws[0], draws[1])
+    trained = trainer.last_bootstrap
+    hold = trainer.last_holdout
+    assert trained.shape == (5, 800)
+    assert not (set(trained.flatten().tolist()) & set(hold.tolist()))
+    assert bool((trained % 2 == 1).all())
+    # rows of weight 9 are drawn about 9x as often as rows of weight 1
+    heavy = float((trained % 4 == 1).float().mean())
+    assert 0.85 < heavy < 0.95, heavy
+    # the holdout error is weighted by the holdout rows' weights
+    assert all(th.equal(w, weights[hold]) for w in evaluated)
+    with pytest.raises(ValueError, match="needs a sample_weight"):
+        trainer.fit(obs, act, rew, next_obs, resample=True)

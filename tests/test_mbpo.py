@@ -8,6 +8,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from sb3_tom import MBPO
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions, real_transitions
@@ -96,18 +97,27 @@ def test_mixing_is_all_real_while_model_buffer_empty():
 
 
 def test_rollout_schedule_and_buffer_capacity():
+    """
+    As MBPO: the schedule's epoch is an integer that starts at 0 after the initial exploration
+    (``(num_timesteps - learning_starts) // epoch_length``), and the model buffer holds
+    ``retain * int(k * rollout_batch_size * epoch_length / model_train_freq)`` transitions.
+    """
     assert rollout_length_at([20, 100, 1, 25], 0) == 1
-    assert rollout_length_at([20, 100, 1, 25], 60) == 13
+    assert rollout_length_at([20, 100, 1, 25], 55) == 11
     assert rollout_length_at([20, 100, 1, 25], 500) == 25
-    model = MBPO("MlpPolicy", "Pendulum-v1", rollout_length=[0, 10, 1, 5], rollout_batch_size=1000)
-    # k * rollout_batch_size * (epoch_length / model_train_freq) * retain
-    assert model.model_buffer.capacity == 1 * 1000 * 4 * 1
-    model.num_timesteps = 10_000
-    assert model.current_rollout_length == 5
+    model = MBPO("MlpPolicy", "Pendulum-v1", rollout_length=[20, 100, 1, 25], rollout_batch_size=1000, model_retain_epochs=2)
+    assert model.learning_starts == 5000
+    assert model.model_buffer.capacity == 2 * 1 * 1000 * 4
+    for steps, epoch, k in [(4000, 0, 1), (25_999, 20, 1), (60_000, 55, 11), (60_999, 55, 11), (105_000, 100, 25)]:
+        model.num_timesteps = steps
+        assert (model.epoch, model.current_rollout_length) == (epoch, k), steps
+    assert model._model_buffer_capacity(11) == 2 * 11 * 1000 * 4
+    odd = MBPO("MlpPolicy", "Pendulum-v1", rollout_length=3, rollout_batch_size=333, model_train_freq=300)
+    assert odd.model_buffer.capacity == int(3 * 333 * 1000 / 300)
 
 
 def test_model_buffer_resized_when_rollout_length_changes():
-    model = fast_mbpo(rollout_length=[0, 1, 1, 3], epoch_length=100)
+    model = fast_mbpo(rollout_length=[0, 2, 1, 3], epoch_length=100)
     model.learn(400)
     assert model.current_rollout_length == 3
     assert model.model_buffer.capacity == 3 * 200 * 1
@@ -234,8 +244,54 @@ def test_save_load_roundtrip_and_continue(tmp_path):
 
     loaded.learn(200, reset_num_timesteps=False)
     assert loaded.num_timesteps == 450
-    assert loaded._last_model_train_step == 401
+    # the model buffer is not saved: a full model round at the first update after load (251), then every 100 steps
+    assert loaded._last_model_train_step == 351
     assert loaded.replay_buffer.pos == 450
+
+
+def test_second_learn_with_reset_runs_model_rounds_on_fresh_rollouts():
+    """SB3's default ``reset_num_timesteps=True``: a second ``learn`` starts over, with model rounds and no stale rollouts."""
+    model = fast_mbpo(seed=0)
+    model.learn(350)
+    with th.no_grad():
+        model.model_buffer.storage[: len(model.model_buffer), 2 * 3 + 1] = 1e6  # mark the old rollouts' rewards
+    rounds = []
+    original = model.train_model_and_rollout
+    model.train_model_and_rollout = lambda: (rounds.append(model.num_timesteps), original())[1]  # type: ignore[method-assign]
+    model.learn(350)
+    assert rounds == [101, 201, 301]
+    assert float(model.model_buffer.all().rewards.max()) < 1e6
+
+
+def test_load_runs_a_full_model_round_and_keeps_the_learned_termination(tmp_path):
+    """
+    After ``load`` the model buffer (not saved) is refilled by a full model round, and the learned termination
+    classifier of an env without a known termination function is saved and restored.
+    """
+    gym.register("UnknownInvertedPendulum-v0", entry_point="gymnasium.envs.mujoco.inverted_pendulum_v4:InvertedPendulumEnv")
+    model = fast_mbpo("UnknownInvertedPendulum-v0", seed=0, rollout_length=3)
+    model.learn(300)
+    classifier = model._learned_termination
+    assert classifier is not None and classifier.has_seen_terminal
+    model.save(tmp_path / "agent.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    loaded = MBPO.load(tmp_path / "agent.zip", env=make_vec_env("UnknownInvertedPendulum-v0", n_envs=1))
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    restored = loaded._learned_termination
+    assert restored is not None and restored.has_seen_terminal
+    for (name, a), b in zip(classifier.state_dict().items(), restored.state_dict().values(), strict=True):
+        assert th.equal(a, b), name
+    data = model._real_data()
+    assert th.equal(
+        classifier(data.observations, data.actions, data.next_observations),
+        restored(data.observations, data.actions, data.next_observations),
+    )
+    rounds = []
+    original = loaded.train_model_and_rollout
+    loaded.train_model_and_rollout = lambda: (rounds.append(loaded.num_timesteps), original())[1]  # type: ignore[method-assign]
+    loaded.learn(20, reset_num_timesteps=False)
+    assert rounds == [301]
+    assert loaded.model_buffer.all().terminated.sum() > 0
 
 
 def test_load_without_replay_buffer_still_learns(tmp_path):
@@ -291,6 +347,12 @@ class DictEnv(NanEnv):
 )
 def test_unsupported_spaces(env, match):
     with pytest.raises(ValueError, match=match):
+        MBPO("MlpPolicy", env)
+
+
+def test_vec_normalize_under_another_wrapper_rejected():
+    env = VecMonitor(VecNormalize(make_vec_env("Pendulum-v1", n_envs=1)))
+    with pytest.raises(ValueError, match="VecNormalize"):
         MBPO("MlpPolicy", env)
 
 

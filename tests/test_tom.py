@@ -266,11 +266,11 @@ def test_weighted_nll_fits_weighted_subset_better_than_mle():
 # ---------------------------------------------------------------- the algorithm
 FAST = dict(
     **TINY_MBPO,
-    learning_starts=300,
+    learning_starts=200,
     model_train_freq=200,
     rollout_batch_size=300,
     model_max_epochs=3,
-    policy_buffer_size=200,
+    policy_buffer_size=100,  # rounds at steps 201 (maximum likelihood: 1 policy transition) and 401 (TOM)
     discriminator_steps=30,
     dual_steps=50,
 )
@@ -305,13 +305,49 @@ def test_tom_logs_diagnostics_and_weights_normalised():
     assert w.mean() == pytest.approx(1.0, rel=1e-4)
 
 
-def test_before_window_full_uses_mle():
-    model = fast_tom(policy_buffer_size=1000, learning_starts=100, model_train_freq=100)
+def record_rounds(model: MBPO_TOM) -> list[tuple[int, int]]:
+    """``(num_timesteps, tom/active)`` of every model round ``model`` runs from now on."""
+    rounds: list[tuple[int, int]] = []
+    original = model._learn_model
+
+    def learn_model(data):
+        result = original(data)
+        rounds.append((model.num_timesteps, model.logger.name_to_value["tom/active"]))
+        return result
+
+    model._learn_model = learn_model  # type: ignore[method-assign]
+    return rounds
+
+
+def test_tom_waits_for_policy_buffer_size_policy_transitions():
+    """
+    As the reference: the current-policy pool only holds transitions collected by the policy (after
+    ``learning_starts``), and model learning is plain maximum likelihood until it holds ``policy_buffer_size``.
+    """
+    model = fast_tom(learning_starts=300, policy_buffer_size=200, model_train_freq=100)
     model.set_logger(configure(None, [""]))
-    model.learn(150)
-    assert model.logger.name_to_value["tom/active"] == 0
+    rounds = record_rounds(model)
     with pytest.raises(RuntimeError, match="No TOM round"):
         model.transition_weights(np.zeros((1, 3)), np.zeros((1, 1)), np.zeros((1, 3)), np.zeros(1))
+    model.learn(600)
+    assert rounds == [(301, 0), (401, 0), (501, 1)]
+
+
+def test_episode_starts_after_the_buffer_wrapped():
+    """Once the replay buffer wrapped, its oldest row is the middle of an episode, not an episode start."""
+    model = fast_tom(buffer_size=250, learning_starts=300)  # Pendulum: 200-step episodes; random actions only
+    model.learn(470)
+    data = model._real_data()
+    starts = model._episode_start_mask(data)
+    # stored steps 220..469: the only episode start is step 400, row 180
+    assert th.nonzero(starts).flatten().tolist() == [180]
+    assert bool(data.episode_ends[179]) and not bool(data.episode_ends[:179].any())
+
+
+def test_tensorboard_run_named_after_the_algorithm(tmp_path):
+    model = fast_tom(learning_starts=50, tensorboard_log=str(tmp_path))
+    model.learn(60)
+    assert [p.name for p in tmp_path.iterdir()] == ["MBPO_TOM_1"]
 
 
 @pytest.mark.parametrize(
@@ -361,9 +397,13 @@ def test_tom_save_load_roundtrip(tmp_path):
         assert a.keys() == b.keys() and all(th.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
     for p, q in zip(model.dual.parameters(), loaded.dual.parameters(), strict=True):
         assert th.equal(p, q)
-    assert loaded.f_divergence == model.f_divergence and loaded.policy_buffer_size == 200
+    assert loaded.f_divergence == model.f_divergence and loaded.policy_buffer_size == 100
+    loaded.set_logger(configure(None, [""]))
+    rounds = record_rounds(loaded)
     loaded.learn(200, reset_num_timesteps=False)
     assert loaded.num_timesteps == 650
+    # the model buffer is not saved: the first update after load runs a full TOM round (weights and start states)
+    assert rounds == [(451, 1)]
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,7 @@ class EnsembleTrainer:
         rewards: th.Tensor,
         next_obs: th.Tensor,
         sample_weight: th.Tensor | None = None,
+        resample: bool = False,
     ) -> FitResult:
         """
         Train on a set of transitions (all tensors on the ensemble's device).
@@ -127,6 +128,9 @@ class EnsembleTrainer:
         :param sample_weight: Optional non-negative per-transition weights (``(n,)``): the NLL of each sample
             is multiplied by its weight (weighted maximum likelihood); the holdout metrics are weighted too.
             Weights are used as given (normalise them beforehand if you want mean 1).
+        :param resample: Use ``sample_weight`` as TOM's official code does instead: the holdout is drawn first
+            (uniformly) and its metrics are weighted, and every epoch each member's training rows are drawn from the
+            rest with replacement ∝ ``sample_weight`` (in place of the fixed bootstrap), with a plain NLL.
         """
         start = time.perf_counter()
         ensemble = self.ensemble
@@ -139,6 +143,8 @@ class EnsembleTrainer:
                 raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries for {n} transitions.")
             if not bool(th.isfinite(sample_weight).all()) or bool((sample_weight < 0).any()):
                 raise ValueError("sample_weight must be finite and non-negative.")
+        elif resample:
+            raise ValueError("resample=True needs a sample_weight to draw the training rows from.")
 
         n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
         perm = th.randperm(n, device=device)
@@ -155,13 +161,20 @@ class EnsembleTrainer:
         targets = self.make_targets(obs, rewards, next_obs)
         hold_inputs, hold_targets = inputs[hold_idx], targets[hold_idx]
         hold_weights = None if sample_weight is None else sample_weight[hold_idx]
+        train_probabilities = None
+        if resample:
+            assert sample_weight is not None
+            train_probabilities = sample_weight[train_idx]
+            if not bool(train_probabilities.sum() > 0):
+                raise ValueError("resample=True needs a positive sample_weight on some training (non-holdout) row.")
 
         # Per-member bootstrap of the training set, fixed for this round (positions mapped to rows in place,
-        # a column block at a time)
-        bootstrap = th.randint(n_train, (n_members, n_train), device=device)
-        for block in bootstrap.split(BOOTSTRAP_BLOCK_COLUMNS, dim=1):
-            block.copy_(train_idx[block])
-        self.last_bootstrap = bootstrap
+        # a column block at a time); with resampling, drawn anew every epoch instead
+        bootstrap = th.empty(0, dtype=th.long, device=device)
+        if train_probabilities is None:
+            bootstrap = th.randint(n_train, (n_members, n_train), device=device)
+            for block in bootstrap.split(BOOTSTRAP_BLOCK_COLUMNS, dim=1):
+                block.copy_(train_idx[block])
         self.last_holdout = hold_idx
 
         # MBPO resets every member's snapshot to (none, +inf) at the start of each round: the first epoch always
@@ -178,6 +191,9 @@ class EnsembleTrainer:
         train_loss = float("nan")
         while True:
             epoch += 1
+            if train_probabilities is not None:  # a fresh weighted draw of every member's training rows
+                draws = th.multinomial(train_probabilities, n_members * n_train, replacement=True)
+                bootstrap = train_idx[draws].view(n_members, n_train)
             # A fresh visiting order of the bootstrap columns every epoch. One permutation serves all members:
             # each member's bootstrap is an i.i.d. draw, so any order of it independent of the draw is again an
             # i.i.d. sequence, independent across members (as one shuffle per member would give), for n_train
@@ -189,7 +205,7 @@ class EnsembleTrainer:
             for start_b in range(0, n_train, self.batch_size):
                 # Minibatch indices of each member (gathered per minibatch: no n_members x n_train copy per epoch)
                 idx = bootstrap[:, order[start_b : start_b + self.batch_size]]
-                weight = None if sample_weight is None else sample_weight[idx]
+                weight = None if sample_weight is None or resample else sample_weight[idx]
                 loss, grads = loss_gradient(inputs[idx], targets[idx], weight)
                 adam.step(grads)
                 loss_sum += loss
@@ -212,6 +228,7 @@ class EnsembleTrainer:
             if epochs_since_update > self.patience or (self.max_epochs is not None and epoch >= self.max_epochs):
                 break
 
+        self.last_bootstrap = bootstrap
         if n_holdout > 0:
             self._restore(best_state)
             mse, nll = self._evaluate(hold_inputs, hold_targets, hold_weights)

@@ -1,6 +1,5 @@
 """MBPO: Model-Based Policy Optimization (Janner et al., 2019) on top of Stable-Baselines3's SAC."""
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -10,13 +9,13 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import MlpPolicy, SACPolicy
 
@@ -288,7 +287,7 @@ class MBPO(SAC):
                 f"{name} needs flat (1-D) Box observations, got {obs_space}. Image observations are not supported: "
                 "learn from state vectors, or flatten/encode the observation with a wrapper."
             )
-        if is_wrapped(env, VecNormalize) or isinstance(env, VecNormalize):  # type: ignore[arg-type]
+        if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
             raise ValueError(f"{name} does not support VecNormalize: the dynamics model normalises its own inputs.")
 
     # ------------------------------------------------------------------ setup
@@ -315,7 +314,7 @@ class MBPO(SAC):
             max_epochs=self.model_max_epochs,
         )
         self.model_buffer = ModelReplayBuffer(
-            self._model_buffer_capacity(rollout_length_at(self.rollout_length, self._epoch())),
+            self._model_buffer_capacity(self.current_rollout_length),
             self.obs_dim,
             self.action_dim,
             self.device,
@@ -344,16 +343,22 @@ class MBPO(SAC):
         return self.dynamics_trainer.optimizer
 
     def _model_buffer_capacity(self, rollout_length: int) -> int:
-        rounds_per_epoch = self.epoch_length / self.model_train_freq
-        return max(math.ceil(rollout_length * self.rollout_batch_size * rounds_per_epoch * self.model_retain_epochs), 1)
+        """MBPO's model pool size: ``model_retain_epochs`` epochs of rollouts of length ``rollout_length``."""
+        steps_per_epoch = int(rollout_length * self.rollout_batch_size * self.epoch_length / self.model_train_freq)
+        return max(self.model_retain_epochs * steps_per_epoch, 1)
 
-    def _epoch(self) -> float:
-        return self.num_timesteps / self.epoch_length
+    @property
+    def epoch(self) -> int:
+        """
+        MBPO's epoch counter: whole epochs of ``epoch_length`` env steps since the initial exploration
+        (``learning_starts`` steps do not count), the ``x`` of the rollout-length schedule.
+        """
+        return max(self.num_timesteps - self.learning_starts, 0) // self.epoch_length
 
     @property
     def current_rollout_length(self) -> int:
         """Rollout length ``k`` at the current epoch."""
-        return rollout_length_at(self.rollout_length, self._epoch())
+        return rollout_length_at(self.rollout_length, self.epoch)
 
     # ------------------------------------------------------------------ data checks
     def _store_transition(
@@ -387,10 +392,18 @@ class MBPO(SAC):
         self._fit_dynamics(data)
         return None
 
-    def _fit_dynamics(self, data: Transitions, sample_weight: th.Tensor | None = None) -> FitResult:
-        """Train the ensemble on ``data`` (optionally weighted per sample) and log the result."""
+    def _fit_dynamics(self, data: Transitions, sample_weight: th.Tensor | None = None, resample: bool = False) -> FitResult:
+        """
+        Train the ensemble on ``data`` (optionally weighted per sample, see :meth:`EnsembleTrainer.fit`) and log the
+        result.
+        """
         result = self.dynamics_trainer.fit(
-            data.observations, data.actions, data.rewards, data.next_observations, sample_weight=sample_weight
+            data.observations,
+            data.actions,
+            data.rewards,
+            data.next_observations,
+            sample_weight=sample_weight,
+            resample=resample,
         )
         self.logger.record("model/holdout_mse", result.holdout_mse)
         self.logger.record("model/holdout_nll", result.holdout_nll)
@@ -460,7 +473,16 @@ class MBPO(SAC):
         return th.cat([self.actor(chunk, deterministic=False) for chunk in obs.split(POLICY_CHUNK_ROWS)])
 
     def _model_round_due(self) -> bool:
-        return not bool(self.dynamics.trained) or self.num_timesteps - self._last_model_train_step >= self.model_train_freq
+        """
+        A model round is due every ``model_train_freq`` steps, and whenever the model buffer is empty: before the
+        first round, at the start of a ``learn`` that resets the step counter, and after ``load`` (the model buffer is
+        not saved, so it is refilled by a full round, with TOM's weights and start states, not a uniform rollout).
+        """
+        return (
+            not bool(self.dynamics.trained)
+            or len(self.model_buffer) == 0
+            or self.num_timesteps - self._last_model_train_step >= self.model_train_freq
+        )
 
     # ------------------------------------------------------------------ policy training
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
@@ -476,9 +498,6 @@ class MBPO(SAC):
             return
         if self._model_round_due():
             self.train_model_and_rollout()
-        elif len(self.model_buffer) == 0:
-            # e.g. right after load(): the ensemble is trained but the model buffer is not saved
-            self._rollout(self._real_data().observations)
         self._policy_updates(gradient_steps, batch_size)
 
     def _policy_updates(self, gradient_steps: int, batch_size: int) -> None:
@@ -511,12 +530,29 @@ class MBPO(SAC):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
-        return [*state_dicts, "dynamics", "dynamics_trainer.optimizer"], variables
+        state_dicts = [*state_dicts, "dynamics", "dynamics_trainer.optimizer"]
+        if self._learned_termination is not None:  # built by _setup_model for the same env after load
+            state_dicts += ["_learned_termination", "_learned_termination.optimizer"]
+        return state_dicts, variables
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        if reset_num_timesteps:
+            # A new run: its first update starts with a model round, and SAC never trains on the last run's rollouts
+            self._last_model_train_step = -1
+            self.model_buffer.clear()
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
     def learn(
         self: SelfMBPO,
         total_timesteps: int,
-        callback: Any = None,
+        callback: MaybeCallback = None,
         log_interval: int = 4,
         tb_log_name: str = "MBPO",
         reset_num_timesteps: bool = True,

@@ -1,11 +1,12 @@
 """MBPO_TOM: MBPO whose dynamics model is learned by TOM (Transition Occupancy Matching)."""
 
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.sac.policies import MlpPolicy
 
 from sb3_tom.buffers import Transitions, real_buffer_size, recent_mask
@@ -21,6 +22,7 @@ from sb3_tom.tom.weights import (
     weight_statistics,
 )
 
+SelfMBPOTOM = TypeVar("SelfMBPOTOM", bound="MBPO_TOM")
 WEIGHT_MODES = ("weighted_nll", "resample")
 RESIDUAL_CHUNK = 65_536
 
@@ -29,7 +31,8 @@ class MBPO_TOM(MBPO):
     """
     MBPO with TOM's policy-aware model learning (Ma et al., L4DC 2023).
 
-    Each model round (once ``policy_buffer_size`` real transitions exist; before that, plain maximum likelihood):
+    Each model round (once the policy has collected ``policy_buffer_size`` transitions after the initial exploration;
+    before that, plain maximum likelihood):
     a discriminator separates the most recent ``policy_buffer_size`` transitions (the current policy's footprint)
     from the whole replay buffer, its logit serving as the log-ratio reward ``r(s, a, s')``; a dual network
     ``Q(s, a)`` is trained on ``(1-γ) E_{μ0,π}[Q] + E_D[f*(r + γ Q(s', a') - Q(s, a))]``; the importance weight of
@@ -59,7 +62,8 @@ class MBPO_TOM(MBPO):
     :param dual_gamma: Discount of the occupancy measures in the dual problem (None: ``gamma``).
     :param weight_clip: Clip of the normalised weights (None: no clipping).
     :param weight_mode: ``"weighted_nll"``: per-sample weighted NLL with normalised, clipped weights; ``"resample"``:
-        the official code's scheme, plain NLL on the buffer resampled ∝ ``min(raw w, weight_clip)``.
+        the official code's scheme: the holdout is drawn first and its error weighted by ``min(raw w, weight_clip)``,
+        and every epoch's training minibatches are drawn from the rest ∝ ``min(raw w, weight_clip)`` (plain NLL).
     :param weighted_start_states: Draw rollout start states ∝ the weights (not in the paper's Algorithm 1).
     """
 
@@ -156,16 +160,39 @@ class MBPO_TOM(MBPO):
         return self.dual_trainer.optimizer
 
     # ------------------------------------------------------------------ the hook
+    @property
+    def n_policy_transitions(self) -> int:
+        """
+        Real transitions collected by the policy in this run, i.e. after the initial random exploration: the newest
+        rows of the replay buffer, of which the last ``policy_buffer_size`` are TOM's current-policy pool.
+        """
+        return max(self.num_timesteps - self.learning_starts, 0)
+
+    @property
+    def tom_active(self) -> bool:
+        """
+        Whether the next model round uses TOM: once the current-policy pool is full, i.e. ``policy_buffer_size``
+        transitions were collected by the policy (as the reference; before that, plain maximum likelihood).
+        """
+        assert self.replay_buffer is not None
+        n_real = real_buffer_size(self.replay_buffer)
+        return self.n_policy_transitions >= self.policy_buffer_size and n_real > self.policy_buffer_size
+
+    def _episode_start_mask(self, data: Transitions) -> th.Tensor:
+        """Episode starts of the chronological real data (the oldest row only while the buffer has not wrapped)."""
+        assert self.replay_buffer is not None
+        return episode_start_mask(data, first_row_is_start=not self.replay_buffer.full)
+
     def _learn_model(self, data: Transitions) -> th.Tensor | None:
         n = len(data)
-        if n <= self.policy_buffer_size:
+        if not self.tom_active:
             self.logger.record("tom/active", 0)
             return super()._learn_model(data)
         recent = recent_mask(n, self.policy_buffer_size, self.device)
         start_time = time.perf_counter()
         log_ratio = self._train_log_ratio(data, recent)
         dual_start_time = time.perf_counter()
-        start_obs = data.observations[episode_start_mask(data)]
+        start_obs = data.observations[self._episode_start_mask(data)]
         dual_stats = self.dual_trainer.train(data, log_ratio, start_obs, self._sample_actions, self.dual_steps)
         e = self._residuals(data, log_ratio)
         self.logger.record("tom/discriminator_seconds", dual_start_time - start_time)
@@ -192,9 +219,8 @@ class MBPO_TOM(MBPO):
 
         if self.weight_mode == "weighted_nll":
             self._fit_dynamics(data, sample_weight=weights)
-        else:
-            idx = th.multinomial(clip_weights(raw, self.weight_clip), n, replacement=True)
-            self._fit_dynamics(data.index(idx))
+        else:  # the official scheme: raw weights clipped, never normalised; holdout first, minibatches resampled
+            self._fit_dynamics(data, sample_weight=clip_weights(raw, self.weight_clip), resample=True)
         return weights if self.weighted_start_states else None
 
     def _train_log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
@@ -296,6 +322,24 @@ class MBPO_TOM(MBPO):
         if self.use_discriminator:
             return self._log_ratio(TransitionDiscriminator.inputs(query))
         return th.zeros(len(query), device=self.device)
+
+    def learn(
+        self: SelfMBPOTOM,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "MBPO_TOM",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfMBPOTOM:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
 
     # ------------------------------------------------------------------ save / load
     def _excluded_save_params(self) -> list[str]:

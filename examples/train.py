@@ -3,6 +3,12 @@ Train MBPO_TOM (or MBPO) on a MuJoCo task with a progress bar; save the agent, c
 
     python examples/train.py --algo mbpo_tom --env HalfCheetah-v4 --steps 30000
     python examples/train.py ... --resume   # continue from the latest checkpoint of the same run directory
+    python examples/train.py ... --threads 1  # one torch thread: for several runs side by side
+
+The agent is built with the per-environment hyperparameters shipped with sb3-tom (``hyperparams/<algo>.yml``, the
+ones RL Zoo uses, e.g. 40 SAC updates per step on HalfCheetah, Hopper's rollout-length schedule) and the
+environment options of that file; an environment without an entry gets the class defaults. The script prints
+which it used.
 
 Outputs go to ``<log-dir>/<algo>_<env>_seed<seed>/``: ``agent.zip``, ``replay_buffer.pkl``, ``checkpoints/``,
 ``monitor.csv``, ``evaluations.npz`` and ``learning_curve.png``.
@@ -18,10 +24,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch as th
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.monitor import Monitor, load_results
 
-from sb3_tom import MBPO, MBPO_TOM
+from sb3_tom import MBPO, MBPO_TOM, zoo
 
 ALGOS = {"mbpo": MBPO, "mbpo_tom": MBPO_TOM}
 
@@ -61,6 +68,14 @@ def plot_learning_curve(run_dir: Path, title: str) -> Path:
     return path
 
 
+def shipped_settings(algo: str, env_id: str) -> tuple[dict, dict, str]:
+    """``(constructor arguments, gym.make arguments, where they came from)`` for ``algo`` on ``env_id``."""
+    try:
+        return zoo.hyperparameters(algo, env_id), zoo.env_kwargs(algo, env_id), f"hyperparams/{algo}.yml, {env_id}"
+    except ValueError:
+        return {}, {}, f"the {ALGOS[algo].__name__} defaults (hyperparams/{algo}.yml has no entry for {env_id})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=sorted(ALGOS), default="mbpo_tom")
@@ -72,13 +87,19 @@ def main() -> None:
     parser.add_argument("--checkpoint-freq", type=int, default=5000)
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 per run side by side)"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        th.set_num_threads(args.threads)
 
     algo = ALGOS[args.algo]
     run_dir = Path(args.log_dir) / f"{args.algo}_{args.env}_seed{args.seed}"
     checkpoints = run_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = Monitor(gym.make(args.env), str(run_dir / "monitor.csv"), override_existing=not args.resume)
+    params, make_kwargs, source = shipped_settings(args.algo, args.env)
+    env = Monitor(gym.make(args.env, **make_kwargs), str(run_dir / "monitor.csv"), override_existing=not args.resume)
 
     resume_from = latest_checkpoint(checkpoints) if args.resume else None
     if resume_from is not None:
@@ -87,12 +108,14 @@ def main() -> None:
         model = algo.load(agent_path, env=env, device=args.device)
         model.load_replay_buffer(buffer_path)
     else:
-        model = algo("MlpPolicy", env, seed=args.seed, verbose=0, device=args.device, tensorboard_log=str(run_dir / "tb"))
+        print(f"Hyperparameters from {source}: {params}")
+        params = {"policy": "MlpPolicy", **params}
+        model = algo(env=env, seed=args.seed, verbose=0, device=args.device, tensorboard_log=str(run_dir / "tb"), **params)
 
     callbacks = CallbackList(
         [
             EvalCallback(
-                Monitor(gym.make(args.env)),
+                Monitor(gym.make(args.env, **make_kwargs)),
                 eval_freq=args.eval_freq,
                 n_eval_episodes=5,
                 deterministic=True,

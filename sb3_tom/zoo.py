@@ -63,18 +63,8 @@ ZOO_ONLY_KEYS = (
 )
 
 
-def hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
-    """
-    Constructor arguments of ``algo`` (``"mbpo"`` or ``"mbpo_tom"``) for ``env_id`` from the hyperparameter files
-    shipped with sb3-tom (the ones RL Zoo uses), without RL Zoo's own keys (``n_timesteps``, ``policy``, ...)::
-
-        MBPO_TOM("MlpPolicy", "Hopper-v4", **hyperparameters("mbpo_tom", "Hopper-v4"))
-
-    Options of the environment itself (``env_kwargs``, e.g. Ant-v5's and Humanoid-v5's observation truncation as in
-    MBPO) are not included: RL Zoo passes them to ``gym.make``; do the same when building the env yourself.
-
-    :raises ValueError: unknown ``algo``, or no entry for ``env_id``.
-    """
+def _config_entry(algo: str, env_id: str) -> dict[str, Any]:
+    """The entry of ``env_id`` in the hyperparameter file of ``algo`` shipped with sb3-tom, as written."""
     import yaml
 
     if algo not in ALGO_CLASS_NAMES:
@@ -86,10 +76,36 @@ def hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
         table = yaml.safe_load(file)
     if env_id not in table:
         raise ValueError(f"{path.name} has no entry for {env_id!r}; known environments: {', '.join(sorted(table))}.")
-    params = dict(table[env_id])
+    return dict(table[env_id])
+
+
+def hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
+    """
+    Constructor arguments of ``algo`` (``"mbpo"`` or ``"mbpo_tom"``) for ``env_id`` from the hyperparameter files
+    shipped with sb3-tom (the ones RL Zoo uses), without RL Zoo's own keys (``n_timesteps``, ``policy``, ...)::
+
+        MBPO_TOM("MlpPolicy", "Hopper-v4", **hyperparameters("mbpo_tom", "Hopper-v4"))
+
+    Options of the environment itself (``env_kwargs``, e.g. Ant-v5's and Humanoid-v5's observation truncation as in
+    MBPO) are not included: RL Zoo passes them to ``gym.make``; do the same when building the env yourself
+    (:func:`env_kwargs`).
+
+    :raises ValueError: unknown ``algo``, or no entry for ``env_id``.
+    """
+    params = _config_entry(algo, env_id)
     for key in ZOO_ONLY_KEYS:
         params.pop(key, None)
     return params
+
+
+def env_kwargs(algo: str, env_id: str) -> dict[str, Any]:
+    """
+    Keyword arguments of ``gym.make(env_id, ...)`` in the shipped hyperparameter file of ``algo`` (empty for most
+    environments).
+
+    :raises ValueError: unknown ``algo``, or no entry for ``env_id``.
+    """
+    return dict(_config_entry(algo, env_id).get("env_kwargs") or {})
 
 
 def sample_mbpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:

@@ -35,3 +35,20 @@ def test_plot_weights_script(tmp_path):
     stdout = run(str(ROOT / "examples" / "plot_weights.py"), "--fast", "--steps", "1300", "--out", str(out), cwd=tmp_path)
     assert out.exists() and out.stat().st_size > 10_000
     assert "chunk means" in stdout
+
+
+@pytest.mark.parametrize(
+    "env_id, expected",
+    [
+        ("HalfCheetah-v4", {"gradient_steps": 40, "rollout_length": [20, 150, 1, 1], "target_entropy": -3}),
+        ("Hopper-v4", {"gradient_steps": 20, "rollout_length": [20, 150, 1, 15], "target_entropy": -1}),
+    ],
+)
+def test_train_script_uses_the_shipped_per_env_hyperparameters(tmp_path, env_id, expected):
+    from sb3_tom import MBPO_TOM
+
+    out = run(str(ROOT / "examples" / "train.py"), "--env", env_id, "--steps", "0", "--log-dir", str(tmp_path), cwd=tmp_path)
+    assert f"Hyperparameters from hyperparams/mbpo_tom.yml, {env_id}" in out
+    model = MBPO_TOM.load(tmp_path / f"mbpo_tom_{env_id}_seed0" / "agent.zip")
+    for key, value in expected.items():
+        assert getattr(model, key) == value, key

@@ -372,14 +372,23 @@ def test_variants_run(kwargs):
 
 
 def test_official_discriminator_trains_head_only():
+    """The official code's optimiser covers only the head: the input branches keep their random initialisation."""
+    data = synthetic_buffer()
+    inputs = TransitionDiscriminator.inputs(data)
+    th.manual_seed(0)
+    disc = TransitionDiscriminator(2, 1, standardize_inputs=False)
+    before = {k: v.clone() for k, v in disc.state_dict().items()}
+    optimizer = make_discriminator_optimizer(disc, head_only=True)
+    train_discriminator(disc, inputs[-1000:], inputs, optimizer, n_steps=20)
+    for name, value in disc.state_dict().items():
+        assert th.equal(value, before[name]) == (not name.startswith("head.")), name
+    assert th.equal(disc.input_std, th.ones_like(disc.input_std))
+
     model = fast_tom(seed=0, official_discriminator=True)
     model.learn(450)
-    disc = model.discriminator
-    fresh_branch = th.nn.Linear(3, 128).weight  # noqa: F841  (documents the shape)
-    state = model.discriminator_optimizer.state_dict()
-    n_head = len(list(disc.head.parameters()))
-    assert len(state["param_groups"][0]["params"]) == n_head
-    assert not disc.standardize_inputs and th.equal(disc.input_std, th.ones_like(disc.input_std))
+    assert not model.discriminator.standardize_inputs
+    trained = {id(p) for group in model.discriminator_optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in model.discriminator.head.parameters()}
 
 
 def test_tom_save_load_roundtrip(tmp_path):
@@ -429,6 +438,14 @@ def test_episode_start_mask():
 
 
 def test_default_construction_on_halfcheetah():
-    model = MBPO_TOM("MlpPolicy", "HalfCheetah-v4")
-    assert model.gradient_steps == 20 and model.policy_buffer_size == 1000 and model.f_divergence == "chi"
-    assert isinstance(model.env.observation_space, gym.spaces.Box)
+    """The class defaults are MBPO's generic ones and TOM's (the per-env settings live in hyperparams/)."""
+    model = MBPO_TOM("MlpPolicy", "HalfCheetah-v4", buffer_size=1000)
+    assert (model.gradient_steps, model.learning_starts, model.model_train_freq, model.rollout_batch_size) == (
+        20,
+        5000,
+        250,
+        100_000,
+    )
+    assert (model.policy_buffer_size, model.f_divergence, model.discriminator_steps, model.dual_steps) == (1000, "chi", 400, 1000)
+    assert model.dynamics.obs_dim == 17 and model.dynamics.action_dim == 6 and model.discriminator.obs_dim == 17
+    assert model.model_buffer.capacity == 1 * 100_000 * 4

@@ -290,7 +290,13 @@ def test_shipped_hyperparameters_build_valid_agents(algo):
         assert "n_timesteps" not in params and "policy" not in params
         # buffer_size=1: only construction and validation are tested, not memory
         model = cls("MlpPolicy", env_id, **{**params, "buffer_size": 1000}, _init_setup_model=False)
-        assert model.gradient_steps == params.get("gradient_steps", model.gradient_steps)
+        for key, value in params.items():
+            if key != "buffer_size":
+                assert getattr(model, key) == value, (env_id, key)
+    # the MBPO paper's per-env settings, spelled out
+    cheetah, hopper = hyperparameters(algo, "HalfCheetah-v4"), hyperparameters(algo, "Hopper-v4")
+    assert (cheetah["gradient_steps"], cheetah["rollout_length"], cheetah["target_entropy"]) == (40, [20, 150, 1, 1], -3)
+    assert (hopper["gradient_steps"], hopper["rollout_length"], hopper["target_entropy"]) == (20, [20, 150, 1, 15], -1)
     with pytest.raises(ValueError, match="no entry for 'NoSuchEnv-v0'"):
         hyperparameters(algo, "NoSuchEnv-v0")
     with pytest.raises(ValueError, match="Unknown algorithm"):

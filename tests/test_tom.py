@@ -1,4 +1,3 @@
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -446,6 +445,7 @@ def test_default_construction_on_halfcheetah():
         250,
         100_000,
     )
-    assert (model.policy_buffer_size, model.f_divergence, model.discriminator_steps, model.dual_steps) == (1000, "chi", 400, 1000)
+    tom = (model.policy_buffer_size, model.f_divergence, model.discriminator_steps, model.dual_steps)
+    assert tom == (1000, "chi", 400, 1000)
     assert model.dynamics.obs_dim == 17 and model.dynamics.action_dim == 6 and model.discriminator.obs_dim == 17
     assert model.model_buffer.capacity == 1 * 100_000 * 4

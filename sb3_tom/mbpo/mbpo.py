@@ -554,15 +554,19 @@ class MBPO(SAC):
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 4,
-        tb_log_name: str = "MBPO",
+        tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfMBPO:
+        """
+        SB3's ``learn``; the TensorBoard run is named after the class (``MBPO_1``, ``MBPO_TOM_1``) unless
+        ``tb_log_name`` is given.
+        """
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
-            tb_log_name=tb_log_name,
+            tb_log_name=type(self).__name__ if tb_log_name is None else tb_log_name,
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )

@@ -1,12 +1,11 @@
 """MBPO_TOM: MBPO whose dynamics model is learned by TOM (Transition Occupancy Matching)."""
 
 import time
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.sac.policies import MlpPolicy
 
 from sb3_tom.buffers import Transitions, real_buffer_size, recent_mask
@@ -22,7 +21,6 @@ from sb3_tom.tom.weights import (
     weight_statistics,
 )
 
-SelfMBPOTOM = TypeVar("SelfMBPOTOM", bound="MBPO_TOM")
 WEIGHT_MODES = ("weighted_nll", "resample")
 RESIDUAL_CHUNK = 65_536
 
@@ -322,24 +320,6 @@ class MBPO_TOM(MBPO):
         if self.use_discriminator:
             return self._log_ratio(TransitionDiscriminator.inputs(query))
         return th.zeros(len(query), device=self.device)
-
-    def learn(
-        self: SelfMBPOTOM,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "MBPO_TOM",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfMBPOTOM:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
 
     # ------------------------------------------------------------------ save / load
     def _excluded_save_params(self) -> list[str]:

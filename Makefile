@@ -8,7 +8,7 @@ ALGO ?= mbpo_tom
 SEED ?= 0
 LOGDIR ?= logs
 
-.PHONY: venv train test lint format clean bench
+.PHONY: venv train test lint format clean bench bench-study bench-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ format: venv
 
 bench: venv
 	$(PY) benchmarks/throughput.py --quick
+
+# The sample-efficiency study (many CPU hours): starts it, or resumes every run from its last checkpoint.
+# STUDY_STEPS=30000 extends finished 15k-step runs; STUDY_JOBS=1 runs one at a time with all threads.
+STUDY_STEPS ?= 15000
+STUDY_JOBS ?= 2
+bench-study: venv
+	$(PY) benchmarks/sample_efficiency.py --steps $(STUDY_STEPS) --jobs $(STUDY_JOBS)
+	$(PY) benchmarks/report.py
+
+bench-report: venv
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

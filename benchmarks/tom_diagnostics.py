@@ -17,7 +17,8 @@ from typing import Any
 import gymnasium as gym
 import torch as th
 
-from sb3_tom import MBPO_TOM, zoo
+from sb3_tom import MBPO, MBPO_TOM, zoo
+from sb3_tom.buffers import Transitions
 
 KEYS = (
     "tom/active",
@@ -30,6 +31,27 @@ KEYS = (
     "model/epochs",
     "model/holdout_mse",
 )
+
+
+def record_rounds(model: MBPO, verbose: bool = False) -> list[dict[str, float]]:
+    """
+    A list that receives, after every model round of ``model``, its step, the seconds since this call and the
+    :data:`KEYS` it logged.
+    """
+    rounds: list[dict[str, float]] = []
+    learn_model = model._learn_model
+    start = time.perf_counter()
+
+    def recording_learn_model(data: Transitions) -> th.Tensor | None:
+        result = learn_model(data)
+        values = {key: float(model.logger.name_to_value[key]) for key in KEYS if key in model.logger.name_to_value}
+        rounds.append({"step": model.num_timesteps, "seconds": time.perf_counter() - start, **values})
+        if verbose:
+            print(" ".join(f"{key.split('/')[-1]}={value:.4g}" for key, value in rounds[-1].items()), flush=True)
+        return result
+
+    model._learn_model = recording_learn_model  # type: ignore[method-assign]
+    return rounds
 
 
 def main() -> None:
@@ -54,18 +76,7 @@ def main() -> None:
     model = MBPO_TOM("MlpPolicy", env, seed=args.seed, **params)
     print(f"MBPO_TOM on {args.env}, seed {args.seed}: {params}")
 
-    rounds: list[dict[str, float]] = []
-    learn_model = model._learn_model
-    start = time.perf_counter()
-
-    def recording_learn_model(data):  # type: ignore[no-untyped-def]
-        result = learn_model(data)
-        values = {key: float(model.logger.name_to_value[key]) for key in KEYS if key in model.logger.name_to_value}
-        rounds.append({"step": model.num_timesteps, "seconds": time.perf_counter() - start, **values})
-        print(" ".join(f"{key.split('/')[-1]}={value:.4g}" for key, value in rounds[-1].items()), flush=True)
-        return result
-
-    model._learn_model = recording_learn_model  # type: ignore[method-assign]
+    rounds = record_rounds(model, verbose=True)
     model.learn(args.steps)
     if args.json:
         with open(args.json, "w") as file:

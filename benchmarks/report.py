@@ -1,0 +1,219 @@
+"""
+Turn the runs of ``benchmarks/sample_efficiency.py`` into plots and tables for the README.
+
+    python benchmarks/report.py                     # reads benchmarks/results/*.json, writes next to them
+
+Writes into the results folder:
+
+- ``curves_<env>.png``: evaluation return against env steps, one line per algorithm (mean over seeds) with a 95%
+  bootstrap band;
+- ``tom_diagnostics_<env>.png``: TOM's discriminator accuracy, weight ESS fraction and recent-weight ratio at every
+  model round (mean over seeds, one faint line per seed);
+- ``summary.md`` and ``summary.json``: returns at fixed steps (mean, IQM and their 95% bootstrap CIs over seeds),
+  the probability that MBPO_TOM improves on MBPO, and the steps each run needed to reach fixed return thresholds.
+
+Statistics come from scipy: percentile bootstrap over seeds (``scipy.stats.bootstrap``), IQM as the 25%-trimmed
+mean (``scipy.stats.trim_mean``), probability of improvement as the Mann-Whitney U statistic divided by the number of
+pairs (``P(X > Y) + P(X = Y) / 2``, as rliable defines it). With 3 to 5 seeds the intervals are wide: read them as such.
+"""
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+ALGO_ORDER = ("mbpo_tom", "mbpo", "sac")
+LABELS = {"mbpo_tom": "MBPO_TOM", "mbpo": "MBPO", "sac": "SAC"}
+CHECKPOINTS = (10_000, 15_000, 20_000, 30_000)
+THRESHOLDS = {"HalfCheetah": (1000, 3000), "Hopper": (500, 1000), "Walker2d": (500, 1000)}
+DIAGNOSTICS = ("tom/discriminator_accuracy", "tom/weight_ess_fraction", "tom/recent_weight_ratio")
+SEED = 0
+
+
+def load_runs(folder: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``runs[env][algo]``: the run JSONs, ordered by seed."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(folder.glob("*_seed*.json")):
+        run = json.loads(path.read_text())
+        runs[run["env"]][run["algo"]].append(run)
+    for by_algo in runs.values():
+        for algo_runs in by_algo.values():
+            algo_runs.sort(key=lambda run: run["seed"])
+    return runs
+
+
+def returns_at(run: dict[str, Any], step: int) -> float | None:
+    """The mean evaluation return of ``run`` at ``step`` (None if the run has not reached it)."""
+    for evaluation in run["evaluations"]:
+        if evaluation["timesteps"] == step:
+            return float(evaluation["mean_return"])
+    return None
+
+
+def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+def bootstrap_ci(x: np.ndarray, statistic: Any) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``statistic`` over the seeds ``x`` (the point itself with one seed)."""
+    if len(x) < 2 or np.all(x == x[0]):
+        value = float(statistic(x))
+        return value, value
+    result = stats.bootstrap(
+        (x,), statistic, n_resamples=2000, confidence_level=0.95, method="percentile", random_state=SEED, vectorized=True
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """``P(X > Y) + P(X = Y) / 2`` over all pairs of runs."""
+    return float(stats.mannwhitneyu(x, y).statistic / (len(x) * len(y)))
+
+
+def steps_to(run: dict[str, Any], threshold: float) -> int | None:
+    for evaluation in run["evaluations"]:
+        if evaluation["mean_return"] >= threshold:
+            return int(evaluation["timesteps"])
+    return None
+
+
+def plot_curves(env: str, by_algo: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for algo in [a for a in ALGO_ORDER if a in by_algo]:
+        runs = by_algo[algo]
+        steps = sorted(set.intersection(*(set(e["timesteps"] for e in run["evaluations"]) for run in runs)))
+        if not steps:
+            continue
+        values = np.array([[returns_at(run, s) for s in steps] for run in runs], dtype=float)
+        mean = values.mean(0)
+        band = np.array([bootstrap_ci(values[:, i], np.mean) for i in range(len(steps))])
+        ax.plot(steps, mean, label=f"{LABELS[algo]} ({len(runs)} seeds)")
+        ax.fill_between(steps, band[:, 0], band[:, 1], alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return (deterministic, 10 episodes)")
+    ax.set_title(f"{env}: mean over seeds, 95% bootstrap band")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_diagnostics(env: str, runs: list[dict[str, Any]], out: Path) -> bool:
+    rounds = [[r for r in run.get("model_rounds", []) if r.get("tom/active") == 1] for run in runs]
+    if not any(rounds):
+        return False
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(13, 3.6))
+    for ax, key in zip(axes, DIAGNOSTICS, strict=True):
+        series = []
+        for run_rounds, run in zip(rounds, runs, strict=True):
+            steps = [r["step"] for r in run_rounds if key in r]
+            values = [r[key] for r in run_rounds if key in r]
+            ax.plot(steps, values, alpha=0.35, lw=0.8, label=f"seed {run['seed']}")
+            series.append(dict(zip(steps, values, strict=True)))
+        common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+        if common:
+            ax.plot(common, [np.mean([s[step] for s in series]) for step in common], color="black", lw=1.5, label="mean")
+        ax.set_title(key.split("/")[1].replace("_", " "))
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.5, color="grey", ls="--", lw=0.8)
+    axes[2].axhline(1.0, color="grey", ls="--", lw=0.8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"MBPO_TOM on {env}: TOM diagnostics at every TOM round")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for env, by_algo in sorted(runs.items()):
+        env_summary: dict[str, Any] = {"returns": {}, "probability_of_improvement": {}, "steps_to_threshold": {}}
+        for step in CHECKPOINTS:
+            for algo in [a for a in ALGO_ORDER if a in by_algo]:
+                values = np.array([v for run in by_algo[algo] if (v := returns_at(run, step)) is not None])
+                if len(values) == 0:
+                    continue
+                env_summary["returns"].setdefault(str(step), {})[algo] = {
+                    "seeds": len(values),
+                    "values": values.tolist(),
+                    "mean": float(values.mean()),
+                    "mean_ci": bootstrap_ci(values, np.mean),
+                    "iqm": float(iqm(values)),
+                    "iqm_ci": bootstrap_ci(values, iqm),
+                }
+            at_step = env_summary["returns"].get(str(step), {})
+            if "mbpo_tom" in at_step and "mbpo" in at_step:
+                x, y = np.array(at_step["mbpo_tom"]["values"]), np.array(at_step["mbpo"]["values"])
+                env_summary["probability_of_improvement"][str(step)] = probability_of_improvement(x, y)
+        base = env.split("-")[0]
+        for threshold in THRESHOLDS.get(base, ()):
+            env_summary["steps_to_threshold"][str(threshold)] = {
+                algo: [steps_to(run, threshold) for run in by_algo[algo]] for algo in ALGO_ORDER if algo in by_algo
+            }
+        summary[env] = env_summary
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = []
+    for env, env_summary in summary.items():
+        lines += [
+            f"### {env}",
+            "",
+            "| steps | algorithm | seeds | mean [95% CI] | IQM [95% CI] |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for step, by_algo in env_summary["returns"].items():
+            for algo, row in by_algo.items():
+                lo, hi = row["mean_ci"]
+                ilo, ihi = row["iqm_ci"]
+                lines.append(
+                    f"| {int(step):,} | {LABELS[algo]} | {row['seeds']} | {row['mean']:.0f} [{lo:.0f}, {hi:.0f}] | "
+                    f"{row['iqm']:.0f} [{ilo:.0f}, {ihi:.0f}] |"
+                )
+        if env_summary["probability_of_improvement"]:
+            pairs = ", ".join(f"{int(s):,} steps: {p:.2f}" for s, p in env_summary["probability_of_improvement"].items())
+            lines += ["", f"P(MBPO_TOM > MBPO): {pairs}."]
+        for threshold, by_algo in env_summary["steps_to_threshold"].items():
+            parts = []
+            for algo, steps in by_algo.items():
+                shown = ", ".join("not reached" if s is None else f"{s:,}" for s in steps)
+                parts.append(f"{LABELS[algo]} {shown}")
+            lines += ["", f"Steps to a return of {threshold} (per seed): " + "; ".join(parts) + "."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    folder = Path(args.results_dir)
+    runs = load_runs(folder)
+    if not runs:
+        raise SystemExit(f"No run results in {folder}: run benchmarks/sample_efficiency.py first.")
+    for env, by_algo in runs.items():
+        plot_curves(env, by_algo, folder / f"curves_{env}.png")
+        if "mbpo_tom" in by_algo:
+            plot_diagnostics(env, by_algo["mbpo_tom"], folder / f"tom_diagnostics_{env}.png")
+    summary = summarise(runs)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(summary)
+    (folder / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The study and report scripts of benchmarks/ run end to end on a tiny budget (subprocesses, real files)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "mbpo_tom": {
+        "learning_starts": 200, "gradient_steps": 1, "batch_size": 64, "ensemble_size": 3, "num_elites": 2,
+        "dynamics_hidden_sizes": [32, 32], "model_train_freq": 100, "rollout_batch_size": 200, "model_max_epochs": 3,
+        "policy_buffer_size": 100, "discriminator_steps": 10, "dual_steps": 10, "epoch_length": 200,
+    },
+    "sac": {"learning_starts": 200, "batch_size": 64},
+}  # fmt: skip
+
+
+def study(results: Path, checkpoints: Path, *extra: str) -> str:
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "sample_efficiency.py"), "--algos", "mbpo_tom", "sac",
+        "--envs", "Pendulum-v1", "--seeds", "0", "--eval-freq", "200", "--eval-episodes", "2", "--jobs", "2",
+        "--results-dir", str(results), "--checkpoint-dir", str(checkpoints), "--override", json.dumps(TINY), *extra,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    study(whole / "results", whole / "checkpoints", "--steps", "600")
+    out = study(cut / "results", cut / "checkpoints", "--steps", "600", "--stop-after", "400")
+    assert "step 400" in out and "step 600" not in out
+    out = study(cut / "results", cut / "checkpoints", "--steps", "600")
+    assert "resuming at step 400" in out
+    for name in ["mbpo_tom_Pendulum-v1_seed0", "sac_Pendulum-v1_seed0"]:
+        runs = [json.loads((d / "results" / f"{name}.json").read_text()) for d in (whole, cut)]
+        for run in runs:
+            assert [e["timesteps"] for e in run["evaluations"]] == [200, 400, 600]
+            assert all(len(e["returns"]) == 2 and e["wall_time_s"] > 0 for e in run["evaluations"])
+            assert run["versions"]["git_commit"] and run["hyperparameters"]["learning_starts"] == 200
+        # one checkpoint per run is kept (the newest), outside the results
+        assert [p.name for p in (cut / "checkpoints" / name).iterdir()] == ["step_600"]
+    tom = json.loads((whole / "results" / "mbpo_tom_Pendulum-v1_seed0.json").read_text())
+    assert [r["step"] for r in tom["model_rounds"]] == [201, 301, 401, 501]
+    assert [r["tom/active"] for r in tom["model_rounds"]] == [0, 1, 1, 1]
+    assert 0 <= tom["model_rounds"][-1]["tom/discriminator_accuracy"] <= 1
+    sac = json.loads((whole / "results" / "sac_Pendulum-v1_seed0.json").read_text())
+    assert sac["model_rounds"] == [] and sac["hyperparameters"]["batch_size"] == 64
+    # extending a finished run resumes it
+    out = study(whole / "results", whole / "checkpoints", "--steps", "800", "--stop-after", "800")
+    assert "resuming at step 600" in out
+    extended = json.loads((whole / "results" / "sac_Pendulum-v1_seed0.json").read_text())
+    assert [e["timesteps"] for e in extended["evaluations"]] == [200, 400, 600, 800]
+
+    # the report turns the results into curves, TOM diagnostics and the summary table
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results-dir", str(whole / "results")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    for name in ["curves_Pendulum-v1.png", "tom_diagnostics_Pendulum-v1.png", "summary.md", "summary.json"]:
+        assert (whole / "results" / name).stat().st_size > 100, name
+    assert "### Pendulum-v1" in report.stdout
+
+
+def test_report_statistics():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from report import bootstrap_ci, iqm, probability_of_improvement
+
+    assert probability_of_improvement(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert probability_of_improvement(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert iqm(np.array([0.0, 1.0, 2.0, 100.0])) == 1.5
+    low, high = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.mean)
+    assert 1.0 <= low < 3.0 < high <= 5.0

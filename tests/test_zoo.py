@@ -126,6 +126,14 @@ def site_packages(python: Path) -> Path:
     return Path(run([python, "-c", code], cwd=python.parent).strip())
 
 
+def test_installed_distribution_carries_the_license(installed, workdir):
+    code = "import importlib.metadata as m; print([str(f) for f in m.files('sb3-tom') if f.name == 'LICENSE'])"
+    files = run([installed, "-c", code], cwd=workdir).strip()
+    assert "LICENSE" in files, files
+    code = "import importlib.metadata as m; print(m.metadata('sb3-tom')['License'])"
+    assert run([installed, "-c", code], cwd=workdir).strip() == "MIT"
+
+
 def test_startup_hook_is_lazy(installed, workdir):
     site = site_packages(installed)
     assert (site / "sb3_tom_zoo.pth").read_text().strip() == "import _sb3_tom_zoo_hook; _sb3_tom_zoo_hook.install()"

@@ -205,6 +205,18 @@ def test_unknown_env_learns_termination(capsys):
     assert model.model_buffer.all().terminated.sum() == 0
 
 
+def test_learned_termination_notice_names_the_environment(capsys):
+    from gymnasium.envs.classic_control import PendulumEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    fast_mbpo(DummyVecEnv([PendulumEnv]), verbose=1)  # no registered id
+    assert "No termination function known for this environment" in capsys.readouterr().out
+    if "UnknownPendulum2-v0" not in gym.registry:
+        gym.register("UnknownPendulum2-v0", entry_point="gymnasium.envs.classic_control:PendulumEnv", max_episode_steps=50)
+    fast_mbpo(make_vec_env("UnknownPendulum2-v0", n_envs=1), verbose=1)
+    assert "No termination function known for env 'UnknownPendulum2-v0'" in capsys.readouterr().out
+
+
 def test_custom_termination_fn_is_used():
     calls = []
 

@@ -1,3 +1,4 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -449,3 +450,34 @@ def test_default_construction_on_halfcheetah():
     assert tom == (1000, "chi", 400, 1000)
     assert model.dynamics.obs_dim == 17 and model.dynamics.action_dim == 6 and model.discriminator.obs_dim == 17
     assert model.model_buffer.capacity == 1 * 100_000 * 4
+
+
+@pytest.mark.parametrize("algo", ["mbpo", "mbpo_tom"])
+def test_randomised_parameters_survive_save_and_load(tmp_path, algo):
+    """sb3-contrib's generic check: randomise every tensor of get_parameters(), set, save, load, compare."""
+    from sb3_tom import MBPO
+
+    if "NoTerminationKnown-v0" not in gym.registry:
+        gym.register("NoTerminationKnown-v0", entry_point="gymnasium.envs.classic_control:PendulumEnv", max_episode_steps=50)
+    cls = MBPO_TOM if algo == "mbpo_tom" else MBPO
+    tom_only = {"policy_buffer_size", "discriminator_steps", "dual_steps"}
+    params = {k: v for k, v in FAST.items() if algo == "mbpo_tom" or k not in tom_only}
+    model = cls("MlpPolicy", "NoTerminationKnown-v0", **params)
+    model.learn(250)
+    original = model.get_parameters()
+    assert "_learned_termination" in original
+    randomised = {}
+    for name, tensors in original.items():
+        if "optimizer" in name:
+            continue
+        assert all(t.is_floating_point() or t.dtype == th.long for t in tensors.values()), name
+        randomised[name] = {
+            key: th.rand_like(t) if t.is_floating_point() else th.randint_like(t, 0, 2) for key, t in tensors.items()
+        }
+    model.set_parameters(randomised, exact_match=False)
+    model.save(tmp_path / "agent.zip")
+    loaded = cls.load(tmp_path / "agent.zip")
+    reloaded = loaded.get_parameters()
+    for name, tensors in randomised.items():
+        for key, value in tensors.items():
+            assert th.equal(reloaded[name][key], value), (name, key)

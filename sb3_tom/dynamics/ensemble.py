@@ -98,7 +98,8 @@ class GaussianEnsemble(nn.Module):
         self.register_buffer("input_mean", th.zeros(self.input_dim))
         self.register_buffer("input_std", th.ones(self.input_dim))
         self.register_buffer("elite_indices", th.arange(num_elites))
-        self.register_buffer("trained", th.zeros((), dtype=th.bool))
+        # 0/1 as an integer: what get_parameters() returns holds only float and integer tensors, as SB3's algorithms
+        self.register_buffer("trained", th.zeros((), dtype=th.long))
         self.input_mean: th.Tensor
         self.input_std: th.Tensor
         self.elite_indices: th.Tensor

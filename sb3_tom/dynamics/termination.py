@@ -243,7 +243,7 @@ class LearnedTermination(nn.Module):
         )
         self.register_buffer("obs_mean", th.zeros(obs_dim))
         self.register_buffer("obs_std", th.ones(obs_dim))
-        self.register_buffer("_seen_terminal", th.tensor(False))
+        self.register_buffer("_seen_terminal", th.tensor(0))  # 0/1 (integer, as SB3 keeps its saved tensors)
         self.to(device)
         self.optimizer = th.optim.Adam(self.net.parameters(), lr=learning_rate)
 
@@ -321,7 +321,7 @@ class LearnedTermination(nn.Module):
                 mean, std = mean_and_std(x)
                 self.obs_mean.copy_(mean)
                 self.obs_std.copy_(std)
-            self._seen_terminal.fill_(True)
+            self._seen_terminal.fill_(1)
 
             positives, negatives = th.nonzero(y).squeeze(-1), th.nonzero(~y).squeeze(-1)
             half_batch = max(batch_size // 2, 1)

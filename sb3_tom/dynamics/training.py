@@ -237,7 +237,7 @@ class EnsembleTrainer:
             mse = nll = th.full((n_members,), float("nan"), device=device)
             elites = th.arange(ensemble.num_elites, device=device)
         ensemble.elite_indices.copy_(th.sort(elites).values)
-        ensemble.trained.fill_(True)
+        ensemble.trained.fill_(1)
         return FitResult(
             epochs=epoch,
             holdout_mse=float(mse[elites].mean()),

@@ -330,8 +330,9 @@ class MBPO(SAC):
             self._learned_termination = LearnedTermination(self.obs_dim, self.action_dim, device=self.device)
             self._termination = self._learned_termination
             if self.verbose >= 1:
+                where = "this environment" if self.env_id is None else f"env {self.env_id!r}"
                 print(
-                    f"No termination function known for env {self.env_id!r}: model rollouts never terminate until a "
+                    f"No termination function known for {where}: model rollouts never terminate until a "
                     "terminal transition is seen, then a learned termination classifier is used. "
                     "Pass termination_fn= to set one."
                 )

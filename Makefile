@@ -8,7 +8,7 @@ ALGO ?= mbpo_tom
 SEED ?= 0
 LOGDIR ?= logs
 
-.PHONY: venv train test lint format clean bench bench-study bench-report
+.PHONY: venv train test test-fast lint format clean bench bench-study bench-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ train: venv
 
 test: venv
 	$(PY) -m pytest -n 2 --durations=15 tests
+
+# The inner loop: the unit tests, without the package installs, RL Zoo CLI runs, examples, study and learning tests
+test-fast: venv
+	$(PY) -m pytest -n 2 --durations=10 -m "not slow" tests
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "mbpo_tom": {
@@ -27,6 +29,7 @@ def study(results: Path, checkpoints: Path, *extra: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     study(whole / "results", whole / "checkpoints", "--steps", "600")

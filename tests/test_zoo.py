@@ -126,6 +126,7 @@ def site_packages(python: Path) -> Path:
     return Path(run([python, "-c", code], cwd=python.parent).strip())
 
 
+@pytest.mark.slow  # builds and installs the package
 def test_installed_distribution_carries_the_license(installed, workdir):
     code = "import importlib.metadata as m; print([str(f) for f in m.files('sb3-tom') if f.name == 'LICENSE'])"
     files = run([installed, "-c", code], cwd=workdir).strip()
@@ -134,6 +135,7 @@ def test_installed_distribution_carries_the_license(installed, workdir):
     assert run([installed, "-c", code], cwd=workdir).strip() == "MIT"
 
 
+@pytest.mark.slow  # builds and installs the package
 def test_startup_hook_is_lazy(installed, workdir):
     site = site_packages(installed)
     assert (site / "sb3_tom_zoo.pth").read_text().strip() == "import _sb3_tom_zoo_hook; _sb3_tom_zoo_hook.install()"
@@ -144,6 +146,7 @@ def test_startup_hook_is_lazy(installed, workdir):
     assert not [name for name in modules if name.split(".")[0] in HEAVY_MODULES]
 
 
+@pytest.mark.slow  # builds and installs the package
 def test_registered_in_rl_zoo(installed, workdir):
     code = """
 import json, sb3_tom

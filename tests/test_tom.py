@@ -345,8 +345,8 @@ def test_episode_starts_after_the_buffer_wrapped():
 
 
 def test_tensorboard_run_named_after_the_algorithm(tmp_path):
-    model = fast_tom(learning_starts=50, tensorboard_log=str(tmp_path))
-    model.learn(60)
+    model = fast_tom(tensorboard_log=str(tmp_path))
+    model.learn(20)
     assert [p.name for p in tmp_path.iterdir()] == ["MBPO_TOM_1"]
 
 

@@ -4,8 +4,12 @@ In-tree PEP 517 build backend: setuptools' ``build_meta`` plus the files setupto
 ``pyproject.toml`` selects it with ``build-backend = "sb3_tom_build"`` and ``backend-path = ["build_backend"]``.
 Every hook is setuptools' own; ``build_wheel`` and ``build_editable`` then add to the wheel setuptools made:
 
-* ``sb3_tom_zoo.pth`` and ``_sb3_tom_zoo_hook.py`` at the root of site-packages (both wheel kinds): the ``.pth``
-  line installs the lazy import hook that registers MBPO/MBPO_TOM with RL Zoo (see ``_sb3_tom_zoo_hook.py``);
+* ``sb3_tom_zoo.pth``, ``sb3_tom_zoo.start`` and ``_sb3_tom_zoo_hook.py`` at the root of site-packages (both wheel
+  kinds): the ``.pth`` line installs the lazy import hook that registers MBPO/MBPO_TOM with RL Zoo (see
+  ``_sb3_tom_zoo_hook.py``). From Python 3.15 (PEP 829) the matching ``.start`` file, holding the entry point
+  ``_sb3_tom_zoo_hook:install``, takes over and the ``.pth`` import line is skipped; from Python 3.18 import lines
+  in ``.pth`` files are ignored, so only the ``.start`` file keeps the registration working. Older Pythons ignore
+  ``.start`` files and use the ``.pth`` line;
 * ``sb3_tom/hyperparams/*.yml`` copied from the top-level ``hyperparams/`` folder (regular wheels only; an
   editable install reads the source tree's ``hyperparams/`` directly, see ``sb3_tom.zoo.default_config_path``).
 
@@ -34,6 +38,8 @@ from setuptools.build_meta import (  # noqa: F401  (PEP 517 hooks re-exported un
 HOOK_MODULE = "_sb3_tom_zoo_hook"
 PTH_NAME = "sb3_tom_zoo.pth"
 PTH_LINE = f"import {HOOK_MODULE}; {HOOK_MODULE}.install()\n"
+START_NAME = "sb3_tom_zoo.start"  # PEP 829: same name as the .pth file, so that it replaces its import line
+START_LINE = f"{HOOK_MODULE}:install\n"
 
 _HERE = Path(__file__).resolve().parent
 
@@ -42,6 +48,7 @@ def _hook_files() -> dict[str, bytes]:
     return {
         f"{HOOK_MODULE}.py": (_HERE / f"{HOOK_MODULE}.py").read_bytes(),
         PTH_NAME: PTH_LINE.encode(),
+        START_NAME: START_LINE.encode(),
     }
 
 

@@ -139,11 +139,34 @@ def test_installed_distribution_carries_the_license(installed, workdir):
 def test_startup_hook_is_lazy(installed, workdir):
     site = site_packages(installed)
     assert (site / "sb3_tom_zoo.pth").read_text().strip() == "import _sb3_tom_zoo_hook; _sb3_tom_zoo_hook.install()"
+    assert (site / "sb3_tom_zoo.start").is_file()
     code = "import json, sys; print(json.dumps([sorted(sys.modules), [type(f).__name__ for f in sys.meta_path]]))"
     modules, finders = json.loads(run([installed, "-c", code], cwd=workdir))
     assert "_sb3_tom_zoo_hook" in modules
     assert finders[0] == "ZooImportHook"
     assert not [name for name in modules if name.split(".")[0] in HEAVY_MODULES]
+
+
+@pytest.mark.slow  # builds and installs the package
+def test_pep_829_start_file_registers_like_the_pth_line(installed, workdir):
+    """
+    Python 3.15+ runs the entry point of ``sb3_tom_zoo.start`` instead of the ``.pth`` import line (and 3.18+ ignores
+    import lines). This Python predates PEP 829, so the test does what its ``site`` does: without site processing
+    (``-S``), resolve the entry point with ``pkgutil.resolve_name``, call it, then use RL Zoo.
+    """
+    site = site_packages(installed)
+    assert (site / "sb3_tom_zoo.start").read_text() == "_sb3_tom_zoo_hook:install\n"
+    code = (
+        "import pkgutil, sys\n"
+        "site_dir, parent_pth = sys.argv[1:3]\n"
+        "sys.path += [site_dir, open(parent_pth).read().strip()]\n"
+        "entry = open(site_dir + '/sb3_tom_zoo.start').read().strip()\n"
+        "pkgutil.resolve_name(entry)(); pkgutil.resolve_name(entry)()\n"
+        "print(sum(getattr(f, 'sb3_tom_zoo_hook', False) for f in sys.meta_path))\n"
+        "import rl_zoo3.utils; print(sorted(k for k in rl_zoo3.utils.ALGOS if k.startswith('mbpo')))\n"
+    )
+    out = run([installed, "-S", "-c", code, site, site / "_parent_env.pth"], cwd=workdir).strip().splitlines()
+    assert out[-2:] == ["1", "['mbpo', 'mbpo_tom']"]
 
 
 @pytest.mark.slow  # builds and installs the package

@@ -404,3 +404,27 @@ def test_nan_from_env_raises():
 def test_bad_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MBPO("MlpPolicy", "Pendulum-v1", **kwargs)
+
+
+@pytest.mark.parametrize("algo", ["mbpo", "mbpo_tom"])
+def test_non_flat_box_observations(algo):
+    """
+    A (2, 2)-shaped Box observation with real terminals (InvertedPendulum-v4 reshaped): the model and the termination
+    function work on the flattened vector, the replay buffer and predict keep SB3's shapes.
+    """
+    from gymnasium.wrappers import ReshapeObservation
+
+    from sb3_tom import MBPO_TOM
+
+    env = ReshapeObservation(gym.make("InvertedPendulum-v4"), (2, 2))
+    extra = dict(policy_buffer_size=50, discriminator_steps=10, dual_steps=10) if algo == "mbpo_tom" else {}
+    model = (MBPO_TOM if algo == "mbpo_tom" else MBPO)("MlpPolicy", env, seed=0, rollout_length=3, **FAST, **extra)
+    model.learn(350)
+    assert model.replay_buffer.observations.shape[1:] == (1, 2, 2)
+    assert model.dynamics.obs_dim == 4
+    stored = model.model_buffer.all()
+    assert stored.observations.shape[1] == 4 and stored.terminated.sum() > 0  # the pole falls in the model too
+    action, _ = model.predict(env.observation_space.sample(), deterministic=True)
+    assert action.shape == (1,)
+    if algo == "mbpo_tom":
+        assert model._weight_reference is not None

@@ -66,7 +66,8 @@ class MBPO(SAC):
 
     :param policy: The policy model to use (only ``"MlpPolicy"`` / SAC's ``MlpPolicy``).
     :param env: The environment to learn from (if registered in Gym, can be str). Single environment,
-        flat ``Box`` observations and ``Box`` actions.
+        ``Box`` observations of any shape (the model works on the flattened vector, as SAC's ``MlpPolicy`` does) and
+        ``Box`` actions.
     :param learning_rate: SAC learning rate (actor, critics, entropy coefficient); can be a schedule.
     :param buffer_size: Size of the real replay buffer.
     :param learning_starts: Steps of initial (random-policy) exploration before model and policy training.
@@ -168,7 +169,7 @@ class MBPO(SAC):
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(
                 f"Policy {policy!r} is not supported by {type(self).__name__}: use 'MlpPolicy' "
-                "(flat Box observations; wrap Dict observations with gymnasium.wrappers.FlattenObservation)."
+                "(Box observations; wrap Dict observations with gymnasium.wrappers.FlattenObservation)."
             )
         if env is not None:
             env = maybe_make_env(env, verbose)
@@ -279,13 +280,13 @@ class MBPO(SAC):
         obs_space = env.observation_space
         if isinstance(obs_space, spaces.Dict):
             raise ValueError(
-                f"{name} needs flat Box observations, got a Dict space. "
-                "Wrap the env with gymnasium.wrappers.FlattenObservation."
+                f"{name} needs Box observations, got a Dict space. Wrap the env with gymnasium.wrappers.FlattenObservation."
             )
-        if not isinstance(obs_space, spaces.Box) or is_image_space(obs_space) or len(obs_space.shape) != 1:
+        if not isinstance(obs_space, spaces.Box) or is_image_space(obs_space):
             raise ValueError(
-                f"{name} needs flat (1-D) Box observations, got {obs_space}. Image observations are not supported: "
-                "learn from state vectors, or flatten/encode the observation with a wrapper."
+                f"{name} needs Box observations (any shape, flattened for the model as SAC's MlpPolicy does), got "
+                f"{obs_space}. Image observations are not supported: learn from state vectors, or encode the "
+                "observation with a wrapper."
             )
         if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
             raise ValueError(f"{name} does not support VecNormalize: the dynamics model normalises its own inputs.")

@@ -7,7 +7,7 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
-GATHER_CHUNK_ROWS = 65536  # rows converted to float32 at a time when reading the real replay buffer
+from sb3_tom import tuning
 
 
 @dataclass
@@ -59,8 +59,9 @@ def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.
     def gather(array: np.ndarray, rows: np.ndarray) -> th.Tensor:
         # float32 rows of ``array[rows, 0]``, converted a chunk at a time: a float64 buffer is never copied whole
         out = np.empty((n, *array.shape[2:]), dtype=np.float32)
-        for start in range(0, n, GATHER_CHUNK_ROWS):
-            out[start : start + GATHER_CHUNK_ROWS] = array[rows[start : start + GATHER_CHUNK_ROWS], 0]
+        chunk = tuning.GATHER_CHUNK_ROWS
+        for start in range(0, n, chunk):
+            out[start : start + chunk] = array[rows[start : start + chunk], 0]
         return th.as_tensor(out.reshape(n, -1) if out.ndim > 1 else out, device=device)
 
     dones = gather(buffer.dones, indices)

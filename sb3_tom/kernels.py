@@ -1,9 +1,9 @@
 """
 Dense-layer kernels for hand-differentiated networks: forward, input gradient and weight gradient of ``x W^T + b``.
 
-On CPU, float32 products with at least ``ONEDNN_MIN_FEATURES`` output features go through oneDNN's matmul
+On CPU, float32 products with at least ``tuning.ONEDNN_MIN_FEATURES`` output features go through oneDNN's matmul
 (``torch.ops.mkldnn._linear_pointwise``), which picks its kernels from the CPU's instruction set: on AVX-512 machines
-it runs these 256-wide layers at up to twice the throughput of the BLAS behind ``torch.mm`` (measured by
+it can run these 256-wide layers faster than the BLAS behind ``torch.mm`` (measured by
 ``benchmarks/throughput.py``). Both are IEEE float32 matmuls; results agree to float rounding. Everything else
 (other devices and dtypes, thin layers such as a critic's 1-unit output) uses the ordinary ``torch`` ops.
 ``SB3_TOM_ONEDNN=0`` in the environment switches oneDNN off.
@@ -14,8 +14,7 @@ import os
 import torch as th
 from torch.nn import functional as F
 
-# Products with a narrower dimension run faster through torch.mm (oneDNN's fixed cost per call dominates them)
-ONEDNN_MIN_FEATURES = 64
+from sb3_tom import tuning
 
 
 def _onednn_available() -> bool:
@@ -36,8 +35,8 @@ def _use_onednn(x: th.Tensor, weight: th.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == th.float32
         and weight.dtype == th.float32
-        and weight.shape[0] >= ONEDNN_MIN_FEATURES
-        and weight.shape[1] >= ONEDNN_MIN_FEATURES
+        and weight.shape[0] >= tuning.ONEDNN_MIN_FEATURES
+        and weight.shape[1] >= tuning.ONEDNN_MIN_FEATURES
         and x.shape[0] >= 16
     )
 
@@ -94,7 +93,7 @@ def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None, be
     The BLAS hands whole matrices of a batch to its threads, so a batch of 7 (an ensemble) on 2 threads runs as 4
     rounds on one thread while the other idles for one. On CPU the batch is therefore computed in two calls: the
     largest part that divides evenly among the threads, then the rest (whose few matrices each use all threads).
-    The same products (bit-identical with MKL here), about 10% faster per call for 7 members on 2 threads.
+    The same products (bit-identical with MKL); the time saved is measured in ``benchmarks/RESULTS.md``.
 
     :param a: ``(batch, n, k)``
     :param b: ``(batch, k, m)``

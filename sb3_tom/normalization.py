@@ -2,8 +2,8 @@
 
 import torch as th
 
-# Rows per chunk when computing statistics: the memory used does not grow with the number of rows
-STATISTICS_CHUNK_ROWS = 65536
+from sb3_tom import tuning
+
 # A standard deviation below this is a constant input: it is left unscaled (std 1), as MBPO's normaliser does,
 # instead of multiplying model noise in that dimension by up to 1/MIN_STD
 MIN_STD = 1e-12
@@ -24,11 +24,11 @@ def mean_and_std(inputs: th.Tensor, exclude: th.Tensor | None = None) -> tuple[t
     if count < 2:
         raise ValueError(f"Need at least 2 inputs to standardise them, got {count}.")
     total = th.zeros(inputs.shape[1], dtype=th.float64, device=inputs.device)
-    for chunk in inputs.split(STATISTICS_CHUNK_ROWS):
+    for chunk in inputs.split(tuning.STATISTICS_CHUNK_ROWS):
         total += chunk.double().sum(0)
     mean = (total - left_out.sum(0)) / count
     squares = th.zeros_like(total)
-    for chunk in inputs.split(STATISTICS_CHUNK_ROWS):
+    for chunk in inputs.split(tuning.STATISTICS_CHUNK_ROWS):
         squares += ((chunk.double() - mean) ** 2).sum(0)
     squares -= ((left_out - mean) ** 2).sum(0)
     std = (squares.clamp_min(0.0) / (count - 1)).sqrt()

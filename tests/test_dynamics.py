@@ -43,13 +43,23 @@ def test_ensemble_fits_nonlinear_function():
     assert -8.0 < float(logvar[ens.elite_indices].mean().detach()) < -4.0
 
 
-def test_bootstrap_is_per_member_and_holdout_disjoint():
+def spy(monkeypatch, trainer: EnsembleTrainer, name: str) -> list:
+    """The values returned by every call of ``trainer.<name>`` from now on."""
+    calls = []
+    original = getattr(trainer, name)
+    monkeypatch.setattr(trainer, name, lambda *args: (calls.append(original(*args)), calls[-1])[1])
+    return calls
+
+
+def test_bootstrap_is_per_member_and_holdout_disjoint(monkeypatch):
     obs, act, rew, next_obs = make_data(1000)
     ens = small_ensemble()
-    trainer = EnsembleTrainer(ens, max_epochs=1)
+    trainer = EnsembleTrainer(ens, max_epochs=2)
+    splits, rows = spy(monkeypatch, trainer, "_split"), spy(monkeypatch, trainer, "_training_rows")
     trainer.fit(obs, act, rew, next_obs)
-    boot = trainer.last_bootstrap
-    hold = set(trainer.last_holdout.tolist())
+    assert len(splits) == 1 and len(rows) == 1  # one bootstrap for the whole round
+    boot = rows[0]
+    hold = set(splits[0][0].tolist())
     assert boot.shape == (5, 800) and len(hold) == 200
     # sampled with replacement: about 63% unique per member, and members differ
     unique_fracs = [len(set(row.tolist())) / 800 for row in boot]
@@ -58,11 +68,12 @@ def test_bootstrap_is_per_member_and_holdout_disjoint():
     assert all(hold.isdisjoint(row.tolist()) for row in boot)
 
 
-def test_holdout_capped():
+def test_holdout_capped(monkeypatch):
     obs, act, rew, next_obs = make_data(1000)
     trainer = EnsembleTrainer(small_ensemble(), max_epochs=1, max_holdout=50)
+    splits = spy(monkeypatch, trainer, "_split")
     trainer.fit(obs, act, rew, next_obs)
-    assert len(trainer.last_holdout) == 50
+    assert len(splits[0][0]) == 50 and len(splits[0][1]) == 950
 
 
 def test_elites_are_best_members_and_best_snapshots_restored():
@@ -157,7 +168,7 @@ def test_normaliser_saved_in_state_dict():
 
 
 def test_input_normalizer_leaves_out_holdout_rows_in_chunks(monkeypatch):
-    monkeypatch.setattr("sb3_tom.normalization.STATISTICS_CHUNK_ROWS", 7)  # several chunks, a ragged last one
+    monkeypatch.setattr("sb3_tom.tuning.STATISTICS_CHUNK_ROWS", 7)  # several chunks, a ragged last one
     gen = th.Generator().manual_seed(0)
     inputs = th.randn(50, 3, generator=gen) * th.tensor([1.0, 100.0, 1e-3]) + th.tensor([5.0, -300.0, 2.0])
     inputs[:, 2] = 2.0  # a constant input gets std 1, not 0
@@ -175,16 +186,17 @@ def test_input_normalizer_leaves_out_holdout_rows_in_chunks(monkeypatch):
 
 
 def test_targets_and_bootstrap_mapping_in_blocks(monkeypatch):
-    monkeypatch.setattr("sb3_tom.dynamics.training.BOOTSTRAP_BLOCK_COLUMNS", 64)  # many column blocks
+    monkeypatch.setattr("sb3_tom.tuning.BOOTSTRAP_BLOCK_COLUMNS", 64)  # many column blocks
     obs, act, rew, next_obs = make_data(300)
     targets = EnsembleTrainer.make_targets(obs, rew, next_obs)
     th.testing.assert_close(targets, th.cat([rew[:, None], next_obs - obs], dim=1))
     trainer = EnsembleTrainer(small_ensemble(), max_epochs=1)
+    splits, rows = spy(monkeypatch, trainer, "_split"), spy(monkeypatch, trainer, "_training_rows")
     trainer.fit(obs, act, rew, next_obs)
-    train_rows = set(range(300)) - set(trainer.last_holdout.tolist())
+    train_rows = set(range(300)) - set(splits[0][0].tolist())
     # every bootstrap entry is a training row, and draws cover the training rows of every block
-    assert set(trainer.last_bootstrap.flatten().tolist()) <= train_rows
-    assert len(set(trainer.last_bootstrap[:, -64:].flatten().tolist())) > 150
+    assert set(rows[0].flatten().tolist()) <= train_rows
+    assert len(set(rows[0][:, -64:].flatten().tolist())) > 150
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 7])
@@ -307,25 +319,17 @@ def test_resample_draws_the_holdout_first_weights_it_and_redraws_training_rows_e
     weights[1::4] = 9.0
     ens = small_ensemble()
     trainer = EnsembleTrainer(ens, max_epochs=3)
-    draws = []
-    original = th.multinomial
-
-    def multinomial(probabilities, n, replacement=False):
-        out = original(probabilities, n, replacement=replacement)
-        draws.append(out)
-        return out
-
-    monkeypatch.setattr(th, "multinomial", multinomial)
+    splits, draws = spy(monkeypatch, trainer, "_split"), spy(monkeypatch, trainer, "_training_rows")
     evaluated = []
     original_evaluate = trainer._evaluate
     monkeypatch.setattr(trainer, "_evaluate", lambda i, t, w: (evaluated.append(w), original_evaluate(i, t, w))[1])
     trainer.fit(obs, act, rew, next_obs, sample_weight=weights, resample=True)
     assert len(draws) == 3 and not th.equal(draws[0], draws[1])
-    trained = trainer.last_bootstrap
-    hold = trainer.last_holdout
+    trained = draws[-1]
+    hold = splits[0][0]
     assert trained.shape == (5, 800)
-    assert not (set(trained.flatten().tolist()) & set(hold.tolist()))
-    assert bool((trained % 2 == 1).all())
+    assert not (set(th.cat(draws).flatten().tolist()) & set(hold.tolist()))
+    assert bool((th.cat(draws) % 2 == 1).all())
     # rows of weight 9 are drawn about 9x as often as rows of weight 1
     heavy = float((trained % 4 == 1).float().mean())
     assert 0.85 < heavy < 0.95, heavy

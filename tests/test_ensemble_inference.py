@@ -3,8 +3,8 @@
 import pytest
 import torch as th
 
-from sb3_tom.dynamics import ensemble as ensemble_module
-from sb3_tom.dynamics.ensemble import INFERENCE_CHUNK_ROWS, GaussianEnsemble
+from sb3_tom.dynamics.ensemble import GaussianEnsemble
+from sb3_tom.tuning import INFERENCE_CHUNK_ROWS
 
 
 @pytest.mark.parametrize("rows", [INFERENCE_CHUNK_ROWS + 1, 3 * INFERENCE_CHUNK_ROWS + 17])
@@ -30,11 +30,11 @@ def test_chunked_inference_matches_forward(rows, members):
 def test_sample_uses_chunks_and_keeps_shapes(monkeypatch):
     th.manual_seed(0)
     model = GaussianEnsemble(4, 2, ensemble_size=3, num_elites=2, hidden_sizes=(8,))
-    monkeypatch.setattr(ensemble_module, "INFERENCE_CHUNK_ROWS", 7)
+    monkeypatch.setattr("sb3_tom.tuning.INFERENCE_CHUNK_ROWS", 7)
     obs, actions = th.randn(101, 4), th.randn(101, 2)
     th.manual_seed(1)
     next_obs, rewards = model.sample(obs, actions)
-    monkeypatch.setattr(ensemble_module, "INFERENCE_CHUNK_ROWS", 10**9)
+    monkeypatch.setattr("sb3_tom.tuning.INFERENCE_CHUNK_ROWS", 10**9)
     th.manual_seed(1)
     next_obs_ref, rewards_ref = model.sample(obs, actions)
     assert next_obs.shape == (101, 4) and rewards.shape == (101,)

@@ -49,7 +49,7 @@ def test_model_buffer_wraps_and_keeps_latest():
 
 @pytest.mark.parametrize("optimize_memory_usage", [False, True])
 def test_real_transitions_read_in_float32_chunks(monkeypatch, optimize_memory_usage):
-    monkeypatch.setattr("sb3_tom.buffers.GATHER_CHUNK_ROWS", 4)  # several chunks, a ragged last one
+    monkeypatch.setattr("sb3_tom.tuning.GATHER_CHUNK_ROWS", 4)  # several chunks, a ragged last one
     obs_space = spaces.Box(-np.inf, np.inf, (3,), np.float64)
     act_space = spaces.Box(-1, 1, (2,), np.float32)
     # SB3 cannot track truncations with optimize_memory_usage: every done is a terminal then
@@ -157,10 +157,9 @@ def test_learn_logs_model_and_rollout_keys(tmp_path):
 
 
 def test_policy_actions_sampled_in_chunks_keep_row_order(monkeypatch):
-    from sb3_tom.mbpo import mbpo as mbpo_module
 
     model = fast_mbpo()
-    monkeypatch.setattr(mbpo_module, "POLICY_CHUNK_ROWS", 16)
+    monkeypatch.setattr("sb3_tom.tuning.POLICY_CHUNK_ROWS", 16)
     obs = th.randn(50, 3)
     with th.no_grad():
         th.manual_seed(1)

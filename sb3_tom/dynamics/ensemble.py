@@ -8,12 +8,11 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_tom import tuning
 from sb3_tom.kernels import batched_matmul
 from sb3_tom.normalization import mean_and_std
 
 DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-# Rows per chunk of a no-grad forward pass: a chunk's activations stay in cache
-INFERENCE_CHUNK_ROWS = 512
 LOGVAR_BOUND_PENALTY = 0.01  # coefficient of sum(max_logvar) - sum(min_logvar) in the training loss
 
 
@@ -128,7 +127,7 @@ class GaussianEnsemble(nn.Module):
         :param members: Indices of the members to evaluate (``n_members`` of them), all if None.
         :return: Mean and bounded log-variance, each ``(n_members, batch, output_dim)``.
         """
-        if not th.is_grad_enabled() and x.shape[1] > INFERENCE_CHUNK_ROWS:
+        if not th.is_grad_enabled() and x.shape[1] > tuning.INFERENCE_CHUNK_ROWS:
             return self._forward_inference(x, members)
         for layer in self.layers:
             x = F.silu(layer(x, members))
@@ -143,7 +142,7 @@ class GaussianEnsemble(nn.Module):
 
     def _forward_inference(self, x: th.Tensor, members: th.Tensor | None) -> GaussianPrediction:
         """
-        ``forward`` without autograd, evaluated ``INFERENCE_CHUNK_ROWS`` rows at a time (same operations per row).
+        ``forward`` without autograd, evaluated ``tuning.INFERENCE_CHUNK_ROWS`` rows at a time (same operations per row).
 
         Large batches (e.g. 100k rollout states) would otherwise stream every hidden activation through main
         memory several times (bias broadcast, matmul, activation); chunks keep them in cache.
@@ -155,13 +154,14 @@ class GaussianEnsemble(nn.Module):
         n_members, rows = x.shape[0], x.shape[1]
         mean = x.new_empty(n_members, rows, self.output_dim)
         logvar = x.new_empty(n_members, rows, self.output_dim)
-        for start in range(0, rows, INFERENCE_CHUNK_ROWS):
-            h = x[:, start : start + INFERENCE_CHUNK_ROWS]
+        chunk = tuning.INFERENCE_CHUNK_ROWS
+        for start in range(0, rows, chunk):
+            h = x[:, start : start + chunk]
             for weight, bias in params[:-1]:
                 h = F.silu(batched_matmul(h, weight, bias), inplace=True)
             prediction = self._bounded(batched_matmul(h, params[-1][0], params[-1][1]))
-            mean[:, start : start + INFERENCE_CHUNK_ROWS] = prediction.mean
-            logvar[:, start : start + INFERENCE_CHUNK_ROWS] = prediction.logvar
+            mean[:, start : start + chunk] = prediction.mean
+            logvar[:, start : start + chunk] = prediction.logvar
         return GaussianPrediction(mean, logvar)
 
     def predict_all(self, obs: th.Tensor, actions: th.Tensor) -> GaussianPrediction:

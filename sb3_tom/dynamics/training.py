@@ -5,11 +5,10 @@ from dataclasses import dataclass
 
 import torch as th
 
+from sb3_tom import tuning
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
 from sb3_tom.dynamics.nll_gradient import EnsembleNLLGradient
 from sb3_tom.optim import AdamKernel
-
-BOOTSTRAP_BLOCK_COLUMNS = 65536  # columns of the bootstrap index matrix mapped at a time
 
 
 def gaussian_nll(mean: th.Tensor, logvar: th.Tensor, target: th.Tensor) -> th.Tensor:
@@ -146,10 +145,8 @@ class EnsembleTrainer:
         elif resample:
             raise ValueError("resample=True needs a sample_weight to draw the training rows from.")
 
-        n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
-        perm = th.randperm(n, device=device)
-        hold_idx, train_idx = perm[:n_holdout], perm[n_holdout:]
-        n_train = train_idx.shape[0]
+        hold_idx, train_idx = self._split(n, device)
+        n_holdout, n_train = hold_idx.shape[0], train_idx.shape[0]
         if n_train < 2:
             raise ValueError(f"Not enough transitions ({n}) to train the dynamics model.")
 
@@ -168,14 +165,8 @@ class EnsembleTrainer:
             if not bool(train_probabilities.sum() > 0):
                 raise ValueError("resample=True needs a positive sample_weight on some training (non-holdout) row.")
 
-        # Per-member bootstrap of the training set, fixed for this round (positions mapped to rows in place,
-        # a column block at a time); with resampling, drawn anew every epoch instead
-        bootstrap = th.empty(0, dtype=th.long, device=device)
-        if train_probabilities is None:
-            bootstrap = th.randint(n_train, (n_members, n_train), device=device)
-            for block in bootstrap.split(BOOTSTRAP_BLOCK_COLUMNS, dim=1):
-                block.copy_(train_idx[block])
-        self.last_holdout = hold_idx
+        # Per-member bootstrap of the training set, fixed for this round; with resampling, drawn anew every epoch
+        bootstrap = self._training_rows(train_idx, n_members) if train_probabilities is None else train_idx
 
         # MBPO resets every member's snapshot to (none, +inf) at the start of each round: the first epoch always
         # counts, so a warm-started member is never reverted to its pre-round weights (the holdout is redrawn every
@@ -191,9 +182,8 @@ class EnsembleTrainer:
         train_loss = float("nan")
         while True:
             epoch += 1
-            if train_probabilities is not None:  # a fresh weighted draw of every member's training rows
-                draws = th.multinomial(train_probabilities, n_members * n_train, replacement=True)
-                bootstrap = train_idx[draws].view(n_members, n_train)
+            if train_probabilities is not None:
+                bootstrap = self._training_rows(train_idx, n_members, train_probabilities)
             # A fresh visiting order of the bootstrap columns every epoch. One permutation serves all members:
             # each member's bootstrap is an i.i.d. draw, so any order of it independent of the draw is again an
             # i.i.d. sequence, independent across members (as one shuffle per member would give), for n_train
@@ -228,7 +218,6 @@ class EnsembleTrainer:
             if epochs_since_update > self.patience or (self.max_epochs is not None and epoch >= self.max_epochs):
                 break
 
-        self.last_bootstrap = bootstrap
         if n_holdout > 0:
             self._restore(best_state)
             mse, nll = self._evaluate(hold_inputs, hold_targets, hold_weights)
@@ -247,6 +236,28 @@ class EnsembleTrainer:
             elites=ensemble.elite_indices.tolist(),
             member_holdout_mse=mse.tolist(),
         )
+
+    def _split(self, n: int, device: th.device) -> tuple[th.Tensor, th.Tensor]:
+        """A random holdout (``holdout_ratio`` of ``n`` rows, at most ``max_holdout``) and the training rows."""
+        n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
+        perm = th.randperm(n, device=device)
+        return perm[:n_holdout], perm[n_holdout:]
+
+    @staticmethod
+    def _training_rows(train_idx: th.Tensor, n_members: int, probabilities: th.Tensor | None = None) -> th.Tensor:
+        """
+        ``(n_members, n_train)`` rows each member trains on in an epoch: a uniform bootstrap of ``train_idx`` (with
+        replacement, independent per member), or a draw ∝ ``probabilities`` (one per row of ``train_idx``).
+        """
+        n_train = train_idx.shape[0]
+        if probabilities is not None:
+            draws = th.multinomial(probabilities, n_members * n_train, replacement=True)
+            return train_idx[draws].view(n_members, n_train)
+        # positions mapped to rows in place, a column block at a time: no second n_members x n_train tensor
+        bootstrap = th.randint(n_train, (n_members, n_train), device=train_idx.device)
+        for block in bootstrap.split(tuning.BOOTSTRAP_BLOCK_COLUMNS, dim=1):
+            block.copy_(train_idx[block])
+        return bootstrap
 
     def _snapshot(self, best_state: dict[str, th.Tensor], improved: th.Tensor) -> None:
         """

@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import MlpPolicy, SACPolicy
 
+from sb3_tom import tuning
 from sb3_tom.buffers import (
     MixedBatchSampler,
     ModelReplayBuffer,
@@ -35,8 +36,6 @@ from sb3_tom.mbpo.fast_sac import fast_sac_train
 from sb3_tom.mbpo.schedule import RolloutLength, rollout_length_at, validate_rollout_length
 
 SelfMBPO = TypeVar("SelfMBPO", bound="MBPO")
-# Rows of one policy pass when sampling actions for many states at once (model rollouts, TOM)
-POLICY_CHUNK_ROWS = 8192
 
 
 def _env_id(env: GymEnv | str | None) -> str | None:
@@ -467,12 +466,12 @@ class MBPO(SAC):
     def _sample_actions(self, obs: th.Tensor) -> th.Tensor:
         """
         Actions of the current stochastic policy (in the scaled ``[-1, 1]`` space) for a batch of observations,
-        evaluated ``POLICY_CHUNK_ROWS`` rows at a time: 100k rollout states would otherwise hold several
+        evaluated ``tuning.POLICY_CHUNK_ROWS`` rows at a time: 100k rollout states would otherwise hold several
         100k x 256 activations at once. Call it without autograd (rollouts, TOM's dual problem).
         """
-        if obs.shape[0] <= POLICY_CHUNK_ROWS:
+        if obs.shape[0] <= tuning.POLICY_CHUNK_ROWS:
             return self.actor(obs, deterministic=False)
-        return th.cat([self.actor(chunk, deterministic=False) for chunk in obs.split(POLICY_CHUNK_ROWS)])
+        return th.cat([self.actor(chunk, deterministic=False) for chunk in obs.split(tuning.POLICY_CHUNK_ROWS)])
 
     def _model_round_due(self) -> bool:
         """

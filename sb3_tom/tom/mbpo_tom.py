@@ -8,6 +8,7 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import MlpPolicy
 
+from sb3_tom import tuning
 from sb3_tom.buffers import Transitions, real_buffer_size, recent_mask
 from sb3_tom.mbpo.mbpo import MBPO
 from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
@@ -22,7 +23,6 @@ from sb3_tom.tom.weights import (
 )
 
 WEIGHT_MODES = ("weighted_nll", "resample")
-RESIDUAL_CHUNK = 65_536
 
 
 class MBPO_TOM(MBPO):
@@ -243,14 +243,14 @@ class MBPO_TOM(MBPO):
 
     @th.no_grad()
     def _log_ratio(self, inputs: th.Tensor) -> th.Tensor:
-        return th.cat([self.discriminator(chunk) for chunk in inputs.split(RESIDUAL_CHUNK)])
+        return th.cat([self.discriminator(chunk) for chunk in inputs.split(tuning.RESIDUAL_CHUNK_ROWS)])
 
     @th.no_grad()
     def _residuals(self, data: Transitions, log_ratio: th.Tensor) -> th.Tensor:
         """Dual residuals ``e`` of every transition, in chunks (one action sample of the policy per ``s'``)."""
         out = []
-        for start in range(0, len(data), RESIDUAL_CHUNK):
-            idx = th.arange(start, min(start + RESIDUAL_CHUNK, len(data)), device=self.device)
+        for start in range(0, len(data), tuning.RESIDUAL_CHUNK_ROWS):
+            idx = th.arange(start, min(start + tuning.RESIDUAL_CHUNK_ROWS, len(data)), device=self.device)
             batch = data.index(idx)
             next_actions = self._sample_actions(batch.next_observations)
             out.append(residuals(self.dual, batch, log_ratio[idx], next_actions, self.dual_trainer.gamma))

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sb3_tom import MBPO_TOM
+from sb3_tom import MBPO_TOM, zoo
 
 
 def weights_by_position(model: MBPO_TOM, n_chunks: int = 20) -> np.ndarray:
@@ -38,10 +38,15 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="small settings for a quick look (minutes)")
     args = parser.parse_args()
 
-    kwargs: dict = {"seed": args.seed}
-    if args.fast:
+    # the shipped per-env hyperparameters (those RL Zoo uses), when the env has an entry
+    try:
+        kwargs: dict = zoo.hyperparameters("mbpo_tom", args.env)
+    except ValueError:
+        kwargs = {}
+    kwargs["seed"] = args.seed
+    if args.fast:  # TOM starts once the policy collected policy_buffer_size transitions after learning_starts
         kwargs.update(
-            learning_starts=1000,
+            learning_starts=500,
             gradient_steps=2,
             rollout_batch_size=2000,
             model_max_epochs=10,

@@ -284,7 +284,11 @@ class MBPO_TOM(MBPO):
         :return: Weights of shape ``(n,)``.
         """
         if self._weight_reference is None:
-            raise RuntimeError("No TOM round has run yet: train for more than policy_buffer_size steps first.")
+            raise RuntimeError(
+                "No TOM round has run yet: TOM starts at the first model round after the policy collected "
+                f"policy_buffer_size={self.policy_buffer_size} transitions (after learning_starts={self.learning_starts} "
+                "random steps); train for longer first."
+            )
 
         def as_tensor(x: np.ndarray, dim: int) -> th.Tensor:
             return th.as_tensor(np.asarray(x, dtype=np.float32), device=self.device).reshape(-1, dim)

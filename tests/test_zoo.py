@@ -335,3 +335,49 @@ def test_shipped_hyperparameters_build_valid_agents(algo):
         hyperparameters(algo, "NoSuchEnv-v0")
     with pytest.raises(ValueError, match="Unknown algorithm"):
         hyperparameters("ppo", "Hopper-v4")
+
+
+@pytest.mark.slow
+def test_distributed_optimize_on_one_journal_then_train_a_stored_trial(installed, workdir):
+    """
+    Two concurrent ``-optimize`` workers share one Optuna journal file, as the README shows: the study ends with
+    every trial of both workers (none lost or duplicated), and ``--trial-id`` then trains with that trial's values.
+    """
+    import optuna
+    import yaml
+
+    from sb3_tom.zoo import convert_mbpo_params
+
+    storage = str(workdir / "study.log")
+    search = ("-optimize", "--n-trials", 2, "--n-evaluations", 1, "--eval-episodes", 1, "--no-optim-plots")
+    common = ["-n", 130, "-f", "logs", "--num-threads", 1, "--hyperparams", *tiny("mbpo"), *search]
+    common += ["--storage", storage, "--study-name", "shared"]
+    workers = [
+        subprocess.Popen(
+            [str(installed), "-m", "rl_zoo3.train", "--algo", "mbpo", "--env", "Pendulum-v1", "--seed", str(seed),
+             *map(str, common)],
+            cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for seed in (1, 2)
+    ]  # fmt: skip
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), "\n".join(out[-3000:] for out in outputs)
+
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    trials = optuna.load_study(storage=journal, study_name="shared").trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4  # four distinct samples
+
+    # RL Zoo skips --trial-id 0 (a falsy id): take trial 1
+    expected = convert_mbpo_params(trials[1].params)
+    out = train(installed, workdir, "mbpo", "Pendulum-v1", "--storage", storage, "--study-name", "shared",
+                "--trial-id", 1, "--eval-freq", -1, steps=130)  # fmt: skip
+    assert "Loading from Optuna study..." in out
+    run_dir = sorted((workdir / "logs" / "mbpo").glob("Pendulum-v1_*"), key=lambda p: p.stat().st_mtime)[-1]
+    saved = dict(yaml.load((run_dir / "Pendulum-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader))
+    overridden = {item.split(":")[0] for item in tiny("mbpo")}  # --hyperparams wins over the trial, as in RL Zoo
+    compared = [key for key in expected if key not in overridden]
+    assert {"learning_rate", "real_ratio", "rollout_length"} <= set(compared)
+    for key in compared:
+        assert saved[key] == expected[key], (key, saved[key], expected[key])

@@ -8,7 +8,7 @@ ALGO ?= mbpo_tom
 SEED ?= 0
 LOGDIR ?= logs
 
-.PHONY: venv train test test-fast lint format clean bench bench-study bench-report
+.PHONY: venv train test test-fast test-oldest lint format clean bench bench-study bench-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ train: venv
 
 test: venv
 	$(PY) -m pytest -n 2 --durations=15 tests
+
+# The fast tests against the oldest stable-baselines3, rl-zoo3 and gymnasium that setup.cfg admits (.ci/oldest.txt)
+OLDEST_VENV ?= .venv-oldest
+$(OLDEST_VENV)/.installed: setup.cfg pyproject.toml .ci/oldest.txt
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -c .ci/oldest.txt -e ".[tests]"
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m pytest -n 2 -m "not slow" -p no:cacheprovider tests
 
 # The inner loop: the unit tests, without the package installs, RL Zoo CLI runs, examples, study and learning tests
 test-fast: venv
@@ -53,4 +65,4 @@ bench-report: venv
 	$(PY) benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

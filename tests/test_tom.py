@@ -1,3 +1,5 @@
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -481,3 +483,22 @@ def test_randomised_parameters_survive_save_and_load(tmp_path, algo):
     for name, tensors in randomised.items():
         for key, value in tensors.items():
             assert th.equal(reloaded[name][key], value), (name, key)
+
+
+def test_full_typed_signature_and_docstring():
+    """help() and IDEs see every constructor argument of MBPO_TOM with its type and default, and its :param: line."""
+    import inspect
+
+    from stable_baselines3.common.type_aliases import MaybeCallback
+
+    from sb3_tom import MBPO
+
+    tom, base = inspect.signature(MBPO_TOM.__init__).parameters, inspect.signature(MBPO.__init__).parameters
+    assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in tom.values())
+    for name, parameter in base.items():
+        assert tom[name].default == parameter.default and tom[name].annotation == parameter.annotation, name
+    for name in ("policy_buffer_size", "f_divergence", "weight_mode", "weighted_start_states"):
+        assert tom[name].annotation is not inspect.Parameter.empty, name
+    documented = set(re.findall(r":param (\w+):", MBPO_TOM.__doc__ or ""))
+    assert set(tom) - {"self"} == documented
+    assert inspect.signature(MBPO_TOM.learn).parameters["callback"].annotation == MaybeCallback

@@ -1,16 +1,22 @@
 """MBPO_TOM: MBPO whose dynamics model is learned by TOM (Transition Occupancy Matching)."""
 
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.sac.policies import MlpPolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.sac.policies import MlpPolicy, SACPolicy
 
 from sb3_tom import tuning
 from sb3_tom.buffers import Transitions, real_buffer_size, recent_mask
+from sb3_tom.dynamics.termination import TerminationFn
 from sb3_tom.mbpo.mbpo import MBPO
+from sb3_tom.mbpo.schedule import RolloutLength
 from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
 from sb3_tom.tom.dual import F_DIVERGENCES, DualTrainer, DualValue, residuals
 from sb3_tom.tom.start_states import episode_start_mask
@@ -39,8 +45,56 @@ class MBPO_TOM(MBPO):
 
     Paper: https://arxiv.org/abs/2305.12663
 
-    All parameters of :class:`~sb3_tom.MBPO`, plus:
-
+    :param policy: The policy model to use (only ``"MlpPolicy"`` / SAC's ``MlpPolicy``).
+    :param env: The environment to learn from (if registered in Gym, can be str). Single environment,
+        ``Box`` observations of any shape (the model works on the flattened vector, as SAC's ``MlpPolicy`` does) and
+        ``Box`` actions.
+    :param learning_rate: SAC learning rate (actor, critics, entropy coefficient); can be a schedule.
+    :param buffer_size: Size of the real replay buffer.
+    :param learning_starts: Steps of initial (random-policy) exploration before model and policy training.
+    :param batch_size: SAC minibatch size.
+    :param tau: Soft update coefficient of the target critics.
+    :param gamma: Discount factor.
+    :param train_freq: Update the policy every ``train_freq`` steps (SB3 semantics).
+    :param gradient_steps: SAC gradient steps per environment step (``G``).
+    :param action_noise: Action noise for exploration (SB3 semantics).
+    :param replay_buffer_class: Replay buffer class for the real data (must be an SB3 ``ReplayBuffer``).
+    :param replay_buffer_kwargs: Keyword arguments of the replay buffer.
+    :param ent_coef: Entropy coefficient (``"auto"`` to learn it, as SAC).
+    :param target_update_interval: Target network update interval in gradient steps.
+    :param target_entropy: Target entropy when learning ``ent_coef``.
+    :param use_sde: Generalized State Dependent Exploration (as SAC).
+    :param sde_sample_freq: gSDE noise resampling frequency.
+    :param use_sde_at_warmup: Use gSDE during the warm up phase.
+    :param model_train_freq: Retrain the dynamics model (and refill the model buffer) every this many env steps.
+    :param rollout_batch_size: Number of start states of the branched rollouts of each round.
+    :param rollout_length: Model rollout length ``k``: an int, or a schedule
+        ``[epoch_start, epoch_end, k_min, k_max]`` over epochs of ``epoch_length`` env steps.
+    :param model_retain_epochs: Number of epochs of model rollouts kept in the model buffer.
+    :param real_ratio: Fraction of real transitions in each SAC batch.
+    :param epoch_length: Env steps per epoch (for the rollout schedule and the model buffer capacity).
+    :param ensemble_size: Number of members of the dynamics ensemble.
+    :param num_elites: Number of elite members used for rollouts.
+    :param dynamics_hidden_sizes: Hidden layer sizes of each ensemble member.
+    :param dynamics_learning_rate: Adam learning rate of the ensemble.
+    :param dynamics_weight_decays: L2 coefficient of each ensemble layer (MBPO's values for 4 hidden layers).
+    :param dynamics_batch_size: Minibatch size of ensemble training.
+    :param model_holdout_ratio: Fraction of the real data held out for early stopping.
+    :param model_max_holdout: Maximum number of holdout transitions.
+    :param model_patience: Stop ensemble training after more than this many epochs without a 1% holdout improvement
+        (MBPO: the first epoch of every round counts as an improvement).
+    :param model_max_epochs: Optional cap on ensemble training epochs per round (None: early stopping only).
+    :param termination_fn: ``(obs, action, next_obs) -> bool tensor`` terminal function for model rollouts.
+        If None it is chosen from the env id; for an unknown env, rollouts never terminate until a terminal
+        transition is seen, then a classifier learned on the real buffer predicts terminals.
+    :param fast_update: Use the fast SAC update of :func:`~sb3_tom.mbpo.fast_sac.fast_sac_train` (same maths as SB3's
+        ``SAC.train``, gradients written out for MLP policies, oneDNN matmuls on CPU); False uses SB3's ``SAC.train``.
+    :param stats_window_size: Window size for the rollout logging.
+    :param tensorboard_log: The log location for tensorboard (if None, no logging).
+    :param policy_kwargs: Additional arguments passed to the policy on creation.
+    :param verbose: Verbosity level: 0 no output, 1 info messages, 2 debug messages.
+    :param seed: Seed for the pseudo random generators.
+    :param device: Device on which the code should run ("auto", "cpu", "cuda", ...).
     :param policy_buffer_size: Number of most recent real transitions taken as the current policy's footprint.
     :param f_divergence: ``"chi"`` (chi-square, ``w = relu(e + 1)``) or ``"kl"`` (``w = exp(e)``, computed stably).
     :param use_discriminator: Learn ``r`` with the discriminator; if False, ``r = 1`` on the recent window and 0
@@ -63,14 +117,56 @@ class MBPO_TOM(MBPO):
         the official code's scheme: the holdout is drawn first and its error weighted by ``min(raw w, weight_clip)``,
         and every epoch's training minibatches are drawn from the rest ∝ ``min(raw w, weight_clip)`` (plain NLL).
     :param weighted_start_states: Draw rollout start states ∝ the weights (not in the paper's Algorithm 1).
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
 
     def __init__(
         self,
-        policy: Any,
-        env: Any,
+        policy: str | type[SACPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 5000,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 20,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        ent_coef: str | float = "auto",
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        model_train_freq: int = 250,
+        rollout_batch_size: int = 100_000,
+        rollout_length: RolloutLength = 1,
+        model_retain_epochs: int = 1,
+        real_ratio: float = 0.05,
+        epoch_length: int = 1000,
+        ensemble_size: int = 7,
+        num_elites: int = 5,
+        dynamics_hidden_sizes: Sequence[int] = (200, 200, 200, 200),
+        dynamics_learning_rate: float = 1e-3,
+        dynamics_weight_decays: Sequence[float] | None = None,
+        dynamics_batch_size: int = 256,
+        model_holdout_ratio: float = 0.2,
+        model_max_holdout: int = 5000,
+        model_patience: int = 5,
+        model_max_epochs: int | None = None,
+        termination_fn: TerminationFn | None = None,
+        fast_update: bool = True,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
         policy_buffer_size: int = 1000,
         f_divergence: str = "chi",
         use_discriminator: bool = True,
@@ -90,7 +186,6 @@ class MBPO_TOM(MBPO):
         weight_mode: str = "weighted_nll",
         weighted_start_states: bool = True,
         _init_setup_model: bool = True,
-        **kwargs: Any,
     ) -> None:
         self.policy_buffer_size = policy_buffer_size
         self.f_divergence = f_divergence
@@ -112,7 +207,52 @@ class MBPO_TOM(MBPO):
         self.weighted_start_states = weighted_start_states
         self._weight_reference: float | None = None
         self._validate_tom_hyperparameters()
-        super().__init__(policy, env, _init_setup_model=_init_setup_model, **kwargs)
+        super().__init__(
+            policy=policy,
+            env=env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            ent_coef=ent_coef,
+            target_update_interval=target_update_interval,
+            target_entropy=target_entropy,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
+            model_train_freq=model_train_freq,
+            rollout_batch_size=rollout_batch_size,
+            rollout_length=rollout_length,
+            model_retain_epochs=model_retain_epochs,
+            real_ratio=real_ratio,
+            epoch_length=epoch_length,
+            ensemble_size=ensemble_size,
+            num_elites=num_elites,
+            dynamics_hidden_sizes=dynamics_hidden_sizes,
+            dynamics_learning_rate=dynamics_learning_rate,
+            dynamics_weight_decays=dynamics_weight_decays,
+            dynamics_batch_size=dynamics_batch_size,
+            model_holdout_ratio=model_holdout_ratio,
+            model_max_holdout=model_max_holdout,
+            model_patience=model_patience,
+            model_max_epochs=model_max_epochs,
+            termination_fn=termination_fn,
+            fast_update=fast_update,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=_init_setup_model,
+        )
 
     def _validate_tom_hyperparameters(self) -> None:
         require = self._require

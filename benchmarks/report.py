@@ -162,6 +162,15 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
             env_summary["steps_to_threshold"][str(threshold)] = {
                 algo: [steps_to(run, threshold) for run in by_algo[algo]] for algo in ALGO_ORDER if algo in by_algo
             }
+        env_summary["runs"] = {
+            algo: [
+                {"seed": run["seed"], "steps": run["evaluations"][-1]["timesteps"] if run["evaluations"] else 0,
+                 "wall_time_s": run["wall_time_s"], "resumed_at": run.get("resumed_at", [])}
+                for run in by_algo[algo]
+            ]
+            for algo in ALGO_ORDER
+            if algo in by_algo
+        }  # fmt: skip
         summary[env] = env_summary
     return summary
 
@@ -192,6 +201,14 @@ def markdown(summary: dict[str, Any]) -> str:
                 shown = ", ".join("not reached" if s is None else f"{s:,}" for s in steps)
                 parts.append(f"{LABELS[algo]} {shown}")
             lines += ["", f"Steps to a return of {threshold} (per seed): " + "; ".join(parts) + "."]
+        runs = []
+        for algo, algo_runs in env_summary["runs"].items():
+            for run in algo_runs:
+                resumed = f", resumed at {', '.join(map(str, run['resumed_at']))}" if run["resumed_at"] else ""
+                runs.append(
+                    f"{LABELS[algo]} seed {run['seed']}: {run['steps']:,} steps, {run['wall_time_s'] / 60:.0f} min{resumed}"
+                )
+        lines += ["", "Runs: " + "; ".join(runs) + "."]
         lines.append("")
     return "\n".join(lines)
 

@@ -122,6 +122,8 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
         state = json.loads((resume / "state.json").read_text())
         model = cls.load(resume / "agent.zip", env=env, device="cpu")
         model.load_replay_buffer(resume / "replay_buffer.pkl")
+        # recorded, since a resumed MBPO run starts with an extra model round (its model buffer is not saved)
+        state.setdefault("resumed_at", []).append(model.num_timesteps)
         print(f"[{name}] resuming at step {model.num_timesteps}", flush=True)
     else:
         state = {
@@ -132,6 +134,7 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
             "eval_freq": args.eval_freq,
             "eval_episodes": args.eval_episodes,
             "evaluations": [],
+            "resumed_at": [],
             "model_rounds": [],
             "wall_time_s": 0.0,
         }

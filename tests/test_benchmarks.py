@@ -39,6 +39,7 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     assert "resuming at step 400" in out
     for name in ["mbpo_tom_Pendulum-v1_seed0", "sac_Pendulum-v1_seed0"]:
         runs = [json.loads((d / "results" / f"{name}.json").read_text()) for d in (whole, cut)]
+        assert [run["resumed_at"] for run in runs] == [[], [400]]
         for run in runs:
             assert [e["timesteps"] for e in run["evaluations"]] == [200, 400, 600]
             assert all(len(e["returns"]) == 2 and e["wall_time_s"] > 0 for e in run["evaluations"])

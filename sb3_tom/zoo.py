@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 
-from sb3_tom.tom.dual import F_DIVERGENCES
+from sb3_tom.tom.divergence import F_DIVERGENCES
 
 #: RL Zoo algorithm name -> name of the class exported by ``sb3_tom``.
 ALGO_CLASS_NAMES = {"mbpo": "MBPO", "mbpo_tom": "MBPO_TOM"}

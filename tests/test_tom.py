@@ -17,9 +17,10 @@ from sb3_tom.tom.discriminator import (
     make_discriminator_optimizer,
     train_discriminator,
 )
-from sb3_tom.tom.dual import DualTrainer, DualValue, f_star, residuals
+from sb3_tom.tom.divergence import F_DIVERGENCES, get_f_divergence
+from sb3_tom.tom.dual import DualTrainer, DualValue, residuals
 from sb3_tom.tom.start_states import episode_start_mask
-from sb3_tom.tom.weights import clip_weights, normalized_weights, weight_reference
+from sb3_tom.tom.weights import clip_weights
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -75,7 +76,8 @@ def test_discriminator_and_weights_rank_recent_above_old(f_divergence, gamma):
     trainer.train(data, log_ratio, starts, recent_like_policy, n_steps=1000)
     with th.no_grad():
         e = residuals(dual, data, log_ratio, recent_like_policy(data.next_observations), gamma)
-    w = clip_weights(normalized_weights(e, f_divergence, weight_reference(e, f_divergence)), 10.0)
+    divergence = F_DIVERGENCES[f_divergence]
+    w = clip_weights(divergence.normalized(e, divergence.reference(e)), 10.0)
     assert auc(w[recent].numpy(), w[~recent].numpy()) > 0.9
     assert float(w[recent].mean()) > 10 * float(w[~recent].mean())
 
@@ -105,7 +107,8 @@ def test_dual_weights_recover_known_ratio(f_divergence):
     trainer.train(data, th.zeros(n), s, policy, n_steps=3000)
     with th.no_grad():
         e = residuals(dual, data, th.zeros(n), policy(s), 0.0)
-    w = normalized_weights(e, f_divergence, weight_reference(e, f_divergence))
+    divergence = F_DIVERGENCES[f_divergence]
+    w = divergence.normalized(e, divergence.reference(e))
     # Compare where the true ratio is not extreme (the bulk of the buffer)
     bulk = true_w < 3.0
     assert float(bulk.float().mean()) > 0.9
@@ -227,7 +230,7 @@ def test_dual_step_matches_autograd(f_divergence):
             a0, next_actions = sample_actions(th.cat([s0, batch.next_observations])).split(32)
         e = log_ratio[idx] + 0.9 * (1 - batch.terminated) * reference(batch.next_observations, next_actions)
         e = e - reference(batch.observations, batch.actions)
-        loss = 0.1 * reference(s0, a0).mean() + f_star(e, f_divergence)
+        loss = 0.1 * reference(s0, a0).mean() + F_DIVERGENCES[f_divergence].conjugate_mean(e)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -238,8 +241,9 @@ def test_dual_step_matches_autograd(f_divergence):
 
 def test_kl_loss_is_stable_for_large_residuals():
     e = th.tensor([1000.0, -1000.0, 0.0])
-    assert th.isfinite(f_star(e, "kl"))
-    w = normalized_weights(e, "kl", weight_reference(e, "kl"))
+    kl = F_DIVERGENCES["kl"]
+    assert th.isfinite(kl.conjugate_mean(e))
+    w = kl.normalized(e, kl.reference(e))
     assert th.isfinite(w).all() and float(w.mean()) == pytest.approx(1.0, rel=1e-4)
 
 
@@ -502,3 +506,18 @@ def test_full_typed_signature_and_docstring():
     documented = set(re.findall(r":param (\w+):", MBPO_TOM.__doc__ or ""))
     assert set(tom) - {"self"} == documented
     assert inspect.signature(MBPO_TOM.learn).parameters["callback"].annotation == MaybeCallback
+
+
+@pytest.mark.parametrize("name", ["chi", "kl"])
+def test_f_divergence_gradient_and_normalisation(name):
+    """Each divergence's written-out gradient is autograd's, and its normalised weights have mean 1 on the buffer."""
+    divergence = F_DIVERGENCES[name]
+    e = (3 * th.randn(500, generator=th.Generator().manual_seed(0))).requires_grad_(True)
+    (grad,) = th.autograd.grad(divergence.conjugate_mean(e), e)
+    th.testing.assert_close(divergence.conjugate_mean_grad(e.detach()), grad)
+    e = e.detach()
+    w = divergence.normalized(e, divergence.reference(e))
+    assert float(w.mean()) == pytest.approx(1.0, rel=1e-5)
+    th.testing.assert_close(w / w.sum(), divergence.weights(e) / divergence.weights(e).sum())
+    with pytest.raises(ValueError, match="one of"):
+        get_f_divergence("js")

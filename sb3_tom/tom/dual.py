@@ -9,27 +9,9 @@ from torch import nn
 from sb3_tom.buffers import Transitions
 from sb3_tom.dense import Dense, linear_layers
 from sb3_tom.optim import AdamKernel
+from sb3_tom.tom.divergence import get_f_divergence
 
 ActionSampler = Callable[[th.Tensor], th.Tensor]
-F_DIVERGENCES = ("chi", "kl")
-KL_RESIDUAL_BOUND = 50.0  # |e| bound before exponentiating (the official code overflows)
-
-
-def f_star(residual: th.Tensor, f_divergence: str) -> th.Tensor:
-    """The convex conjugate term of the dual loss, averaged over the batch."""
-    if f_divergence == "chi":
-        return (0.5 * residual**2 + residual).mean()
-    # KL: log mean exp(e), computed stably
-    e = residual.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND)
-    return th.logsumexp(e, dim=0) - th.log(th.tensor(float(e.shape[0]), device=e.device))
-
-
-def f_star_grad(residual: th.Tensor, f_divergence: str) -> th.Tensor:
-    """Gradient of :func:`f_star` with respect to each residual (``(batch,)``)."""
-    if f_divergence == "chi":
-        return (residual + 1.0) / residual.shape[0]
-    inside = (residual >= -KL_RESIDUAL_BOUND) & (residual <= KL_RESIDUAL_BOUND)
-    return th.softmax(residual.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND), dim=0) * inside
 
 
 class DualValue(nn.Module):
@@ -76,8 +58,8 @@ class DualTrainer:
     """
     Minimises ``(1-γ) E_{s0~μ0, a0~π}[Q(s0, a0)] + E_D[f*(e)]`` over ``Q``, kept across rounds.
 
-    The gradient of each step is written out (:func:`f_star_grad`, then a hand-written backward pass through the
-    ReLU network, :class:`~sb3_tom.dense.Dense`) and applied by Adam's fused kernel: the same update as
+    The gradient of each step is written out (the divergence's ``conjugate_mean_grad``, then a hand-written backward
+    pass through the ReLU network, :class:`~sb3_tom.dense.Dense`) and applied by Adam's fused kernel: the same update as
     ``loss.backward(); optimizer.step()``, without building an autograd graph 1000 times a round.
 
     :param dual: The dual network.
@@ -97,10 +79,8 @@ class DualTrainer:
         weight_decay: float = 1e-4,
         batch_size: int = 256,
     ) -> None:
-        if f_divergence not in F_DIVERGENCES:
-            raise ValueError(f"f_divergence must be one of {F_DIVERGENCES}, got {f_divergence!r}.")
         self.dual = dual
-        self.f_divergence = f_divergence
+        self.divergence = get_f_divergence(f_divergence)
         self.gamma = gamma
         self.batch_size = batch_size
         self.optimizer = th.optim.Adam(dual.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -146,8 +126,8 @@ class DualTrainer:
                 q0, next_q, q = activations[-1].squeeze(1).split(size)
                 not_done = gamma * (1.0 - batch.terminated)
                 e = log_ratio[idx] + not_done * next_q - q
-                loss = (1 - gamma) * q0.mean() + f_star(e, self.f_divergence)
-                grad_e = f_star_grad(e, self.f_divergence)
+                loss = (1 - gamma) * q0.mean() + self.divergence.conjugate_mean(e)
+                grad_e = self.divergence.conjugate_mean_grad(e)
                 grad_q = th.cat([th.full_like(q0, (1 - gamma) / size), grad_e * not_done, -grad_e]).unsqueeze(1)
                 adam.step(self.dense.backward(grad_q, activations))
         return DualStats(loss=float(loss))

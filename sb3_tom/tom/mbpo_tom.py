@@ -18,13 +18,11 @@ from sb3_tom.dynamics.termination import TerminationFn
 from sb3_tom.mbpo.mbpo import MBPO
 from sb3_tom.mbpo.schedule import RolloutLength
 from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
-from sb3_tom.tom.dual import F_DIVERGENCES, DualTrainer, DualValue, residuals
+from sb3_tom.tom.divergence import F_DIVERGENCES, FDivergence
+from sb3_tom.tom.dual import DualTrainer, DualValue, residuals
 from sb3_tom.tom.start_states import episode_start_mask
 from sb3_tom.tom.weights import (
     clip_weights,
-    normalized_weights,
-    raw_weights,
-    weight_reference,
     weight_statistics,
 )
 
@@ -258,7 +256,10 @@ class MBPO_TOM(MBPO):
         require = self._require
 
         require(self.policy_buffer_size >= 1, f"policy_buffer_size must be >= 1, got {self.policy_buffer_size}.")
-        require(self.f_divergence in F_DIVERGENCES, f"f_divergence must be one of {F_DIVERGENCES}, got {self.f_divergence!r}.")
+        require(
+            self.f_divergence in F_DIVERGENCES,
+            f"f_divergence must be one of {tuple(F_DIVERGENCES)}, got {self.f_divergence!r}.",
+        )
         require(self.weight_mode in WEIGHT_MODES, f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}.")
         require(self.weight_clip is None or self.weight_clip > 0, f"weight_clip must be > 0 or None, got {self.weight_clip}.")
         require(self.discriminator_steps >= 0, f"discriminator_steps must be >= 0, got {self.discriminator_steps}.")
@@ -299,6 +300,11 @@ class MBPO_TOM(MBPO):
 
     # ------------------------------------------------------------------ the hook
     @property
+    def divergence(self) -> FDivergence:
+        """The f-divergence named by ``f_divergence``."""
+        return F_DIVERGENCES[self.f_divergence]
+
+    @property
     def n_policy_transitions(self) -> int:
         """
         Real transitions collected by the policy in this run, i.e. after the initial random exploration: the newest
@@ -335,15 +341,16 @@ class MBPO_TOM(MBPO):
         e = self._residuals(data, log_ratio)
         self.logger.record("tom/discriminator_seconds", dual_start_time - start_time)
         self.logger.record("tom/dual_seconds", time.perf_counter() - dual_start_time)
-        reference = weight_reference(e, self.f_divergence)
-        raw = raw_weights(e, self.f_divergence)
-        if not np.isfinite(reference) or (self.f_divergence == "chi" and reference <= 1e-8):
+        divergence = self.divergence
+        reference = divergence.reference(e)
+        raw = divergence.weights(e)
+        if divergence.is_degenerate(reference):
             # Degenerate dual solution (all weights zero): fall back to maximum likelihood for this round
             self.logger.record("tom/degenerate_round", 1)
             self._fit_dynamics(data)
             return None
         self._weight_reference = reference
-        normalized = normalized_weights(e, self.f_divergence, reference)
+        normalized = divergence.normalized(e, reference)
         weights = clip_weights(normalized, self.weight_clip)
         stats = weight_statistics(raw, normalized, weights, self.weight_clip, recent)
 
@@ -447,10 +454,10 @@ class MBPO_TOM(MBPO):
             assert self.replay_buffer is not None
             if real_buffer_size(self.replay_buffer) > 0:
                 data = self._real_data()
-                reference = weight_reference(self._residuals(data, self._buffer_log_ratio(data)), self.f_divergence)
+                reference = self.divergence.reference(self._residuals(data, self._buffer_log_ratio(data)))
             th.manual_seed(seed)
             e = self._residuals(query, self._query_log_ratio(query))
-        weights = normalized_weights(e, self.f_divergence, reference)
+        weights = self.divergence.normalized(e, reference)
         if clip:
             weights = clip_weights(weights, self.weight_clip)
         return weights.cpu().numpy()

@@ -1,37 +1,8 @@
-"""From dual residuals to importance weights of transitions, and their diagnostics."""
+"""Clipping of TOM's importance weights and their diagnostics (the weights themselves: ``tom/divergence.py``)."""
 
-import math
 from dataclasses import dataclass
 
 import torch as th
-
-from sb3_tom.tom.dual import KL_RESIDUAL_BOUND
-
-
-def weight_reference(residuals: th.Tensor, f_divergence: str) -> float:
-    """
-    The normalising constant of the weights over the replay buffer: the mean raw weight (chi-square), or the
-    log of the mean raw weight (KL, kept in log space so that it never overflows).
-    """
-    if f_divergence == "chi":
-        return float(th.relu(residuals + 1).mean())
-    e = residuals.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND)
-    return float(th.logsumexp(e, 0) - math.log(e.shape[0]))
-
-
-def raw_weights(residuals: th.Tensor, f_divergence: str) -> th.Tensor:
-    """``w = f*'(e)``: ``relu(e + 1)`` (chi-square) or ``exp(e)`` (KL, with ``e`` clamped)."""
-    if f_divergence == "chi":
-        return th.relu(residuals + 1)
-    return th.exp(residuals.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND))
-
-
-def normalized_weights(residuals: th.Tensor, f_divergence: str, reference: float) -> th.Tensor:
-    """Weights divided by their buffer mean (``reference`` from :func:`weight_reference`): mean 1 over the buffer."""
-    if f_divergence == "chi":
-        return th.relu(residuals + 1) / max(reference, 1e-12)
-    e = residuals.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND)
-    return th.exp(e - reference)
 
 
 @dataclass

@@ -108,7 +108,7 @@ def main() -> None:
         model = algo.load(agent_path, env=env, device=args.device)
         model.load_replay_buffer(buffer_path)
     else:
-        print(f"Hyperparameters from {source}: {params}")
+        print(f"Hyperparameters from {source}: {params}; {th.get_num_threads()} torch thread(s)")
         params = {"policy": "MlpPolicy", **params}
         model = algo(env=env, seed=args.seed, verbose=0, device=args.device, tensorboard_log=str(run_dir / "tb"), **params)
 

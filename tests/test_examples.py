@@ -47,8 +47,9 @@ def test_plot_weights_script(tmp_path):
 def test_train_script_uses_the_shipped_per_env_hyperparameters(tmp_path, env_id, expected):
     from sb3_tom import MBPO_TOM
 
-    out = run(str(ROOT / "examples" / "train.py"), "--env", env_id, "--steps", "0", "--log-dir", str(tmp_path), cwd=tmp_path)
-    assert f"Hyperparameters from hyperparams/mbpo_tom.yml, {env_id}" in out
+    args = ["--env", env_id, "--steps", "0", "--threads", "1", "--log-dir", str(tmp_path)]
+    out = run(str(ROOT / "examples" / "train.py"), *args, cwd=tmp_path)
+    assert f"Hyperparameters from hyperparams/mbpo_tom.yml, {env_id}" in out and "; 1 torch thread(s)" in out
     model = MBPO_TOM.load(tmp_path / f"mbpo_tom_{env_id}_seed0" / "agent.zip")
     for key, value in expected.items():
         assert getattr(model, key) == value, key

@@ -96,14 +96,14 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
     import gymnasium as gym
     import torch as th
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
     from sb3_tom import MBPO, MBPO_TOM
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tom_diagnostics import record_rounds
+    from tom_diagnostics import ModelRoundRecorder
 
     if args.threads is not None:
         th.set_num_threads(args.threads)
@@ -144,7 +144,7 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
     if state["evaluations"] and state["evaluations"][-1]["timesteps"] >= args.steps:
         print(f"[{name}] done ({args.steps} steps)", flush=True)
         return
-    rounds: list[dict[str, float]] = record_rounds(model) if isinstance(model, MBPO) else []
+    recorder = ModelRoundRecorder() if isinstance(model, MBPO) else None
     started = time.perf_counter()
     base_wall = float(state["wall_time_s"])
 
@@ -165,8 +165,9 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
                     "wall_time_s": wall,
                 }
             )
-            state["model_rounds"] += rounds
-            rounds.clear()
+            if recorder is not None:
+                state["model_rounds"] += recorder.rounds
+                recorder.rounds.clear()
             state["wall_time_s"] = wall
             state["steps"] = step
             target = checkpoints / f"step_{step}"
@@ -184,7 +185,9 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
             )
             return not (args.stop_after is not None and step >= args.stop_after)
 
-    model.learn(args.steps - model.num_timesteps, callback=EvaluateAndCheckpoint(), reset_num_timesteps=resume is None)
+    # the recorder first: it reads what the last model round logged before the evaluation may dump the logger
+    callbacks = [EvaluateAndCheckpoint()] if recorder is None else [recorder, EvaluateAndCheckpoint()]
+    model.learn(args.steps - model.num_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=resume is None)
 
 
 def main() -> None:

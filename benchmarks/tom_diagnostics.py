@@ -16,9 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_tom import MBPO, MBPO_TOM, zoo
-from sb3_tom.buffers import Transitions
 
 KEYS = (
     "tom/active",
@@ -33,25 +33,35 @@ KEYS = (
 )
 
 
-def record_rounds(model: MBPO, verbose: bool = False) -> list[dict[str, float]]:
+class ModelRoundRecorder(BaseCallback):
     """
-    A list that receives, after every model round of ``model``, its step, the seconds since this call and the
-    :data:`KEYS` it logged.
+    Records, after every model round, its step, the seconds since training started and the :data:`KEYS` it logged.
+
+    A round runs in ``train()`` right after the env step that made it due; the next env step's callback still sees
+    what the round logged (SB3 dumps its logger during the rollout, after the callback). A callback, not a wrapper
+    patched onto the agent: ``save`` would pickle such a wrapper, and a loaded agent would run the saved copy's
+    model learning instead of its own.
+
+    :param verbose: Print every round.
     """
-    rounds: list[dict[str, float]] = []
-    learn_model = model._learn_model
-    start = time.perf_counter()
 
-    def recording_learn_model(data: Transitions) -> th.Tensor | None:
-        result = learn_model(data)
-        values = {key: float(model.logger.name_to_value[key]) for key in KEYS if key in model.logger.name_to_value}
-        rounds.append({"step": model.num_timesteps, "seconds": time.perf_counter() - start, **values})
-        if verbose:
-            print(" ".join(f"{key.split('/')[-1]}={value:.4g}" for key, value in rounds[-1].items()), flush=True)
-        return result
+    def __init__(self, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.rounds: list[dict[str, float]] = []
+        self._start = time.perf_counter()
 
-    model._learn_model = recording_learn_model  # type: ignore[method-assign]
-    return rounds
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        assert isinstance(self.model, MBPO)
+        if self.model._last_model_train_step == self.num_timesteps - 1:
+            logged = self.model.logger.name_to_value
+            values = {key: float(logged[key]) for key in KEYS if key in logged}
+            self.rounds.append({"step": self.num_timesteps - 1, "seconds": time.perf_counter() - self._start, **values})
+            if self.verbose:
+                print(" ".join(f"{key.split('/')[-1]}={value:.4g}" for key, value in self.rounds[-1].items()), flush=True)
+        return True
 
 
 def main() -> None:
@@ -76,11 +86,13 @@ def main() -> None:
     model = MBPO_TOM("MlpPolicy", env, seed=args.seed, **params)
     print(f"MBPO_TOM on {args.env}, seed {args.seed}: {params}")
 
-    rounds = record_rounds(model, verbose=True)
-    model.learn(args.steps)
+    recorder = ModelRoundRecorder(verbose=1)
+    model.learn(args.steps, callback=recorder)
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"env": args.env, "seed": args.seed, "hyperparameters": params, "rounds": rounds}, file, indent=1)
+            json.dump(
+                {"env": args.env, "seed": args.seed, "hyperparameters": params, "rounds": recorder.rounds}, file, indent=1
+            )
 
 
 if __name__ == "__main__":

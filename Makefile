@@ -59,10 +59,10 @@ STUDY_STEPS ?= 15000
 STUDY_JOBS ?= 2
 bench-study: venv
 	$(PY) benchmarks/sample_efficiency.py --steps $(STUDY_STEPS) --jobs $(STUDY_JOBS)
-	$(PY) benchmarks/report.py
+	$(PY) benchmarks/report.py --readme README.md
 
 bench-report: venv
-	$(PY) benchmarks/report.py
+	$(PY) benchmarks/report.py --readme README.md
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

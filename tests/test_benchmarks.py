@@ -61,8 +61,10 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     assert [e["timesteps"] for e in extended["evaluations"]] == [200, 400, 600, 800]
 
     # the report turns the results into curves, TOM diagnostics and the summary table
+    readme = whole / "README.md"
+    readme.write_text("# Title\n\n<!-- study-results:start -->\nold\n<!-- study-results:end -->\n\nafter\n")
     report = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results-dir", str(whole / "results")],
+        [sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results-dir", str(whole / "results"), "--readme", readme],
         capture_output=True,
         text=True,
         timeout=300,
@@ -71,6 +73,9 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     for name in ["curves_Pendulum-v1.png", "tom_diagnostics_Pendulum-v1.png", "summary.md", "summary.json"]:
         assert (whole / "results" / name).stat().st_size > 100, name
     assert "### Pendulum-v1" in report.stdout
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("after\n") and "(results/curves_Pendulum-v1.png)" in text
+    assert "### Pendulum-v1" in text and "P(MBPO_TOM > MBPO)" not in text  # no MBPO run in this study
 
 
 def test_report_statistics():

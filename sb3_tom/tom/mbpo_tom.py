@@ -347,6 +347,7 @@ class MBPO_TOM(MBPO):
         if divergence.is_degenerate(reference):
             # Degenerate dual solution (all weights zero): fall back to maximum likelihood for this round
             self.logger.record("tom/degenerate_round", 1)
+            self.logger.record("tom/active", 0)
             self._fit_dynamics(data)
             return None
         self._weight_reference = reference

@@ -86,6 +86,10 @@ def steps_to(run: dict[str, Any], threshold: float) -> int | None:
     return None
 
 
+def last_step(run: dict[str, Any]) -> int:
+    return int(run["evaluations"][-1]["timesteps"]) if run["evaluations"] else 0
+
+
 def plot_curves(env: str, by_algo: dict[str, list[dict[str, Any]]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for algo in [a for a in ALGO_ORDER if a in by_algo]:
@@ -160,11 +164,15 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
         base = env.split("-")[0]
         for threshold in THRESHOLDS.get(base, ()):
             env_summary["steps_to_threshold"][str(threshold)] = {
-                algo: [steps_to(run, threshold) for run in by_algo[algo]] for algo in ALGO_ORDER if algo in by_algo
+                algo: [
+                    {"seed": run["seed"], "steps": steps_to(run, threshold), "ran_to": last_step(run)} for run in by_algo[algo]
+                ]
+                for algo in ALGO_ORDER
+                if algo in by_algo
             }
         env_summary["runs"] = {
             algo: [
-                {"seed": run["seed"], "steps": run["evaluations"][-1]["timesteps"] if run["evaluations"] else 0,
+                {"seed": run["seed"], "steps": last_step(run),
                  "wall_time_s": run["wall_time_s"], "resumed_at": run.get("resumed_at", [])}
                 for run in by_algo[algo]
             ]
@@ -197,8 +205,10 @@ def markdown(summary: dict[str, Any]) -> str:
             lines += ["", f"P(MBPO_TOM > MBPO): {pairs}."]
         for threshold, by_algo in env_summary["steps_to_threshold"].items():
             parts = []
-            for algo, steps in by_algo.items():
-                shown = ", ".join("not reached" if s is None else f"{s:,}" for s in steps)
+            for algo, runs_of_algo in by_algo.items():
+                shown = ", ".join(
+                    f"{r['steps']:,}" if r["steps"] is not None else f"not reached by {r['ran_to']:,}" for r in runs_of_algo
+                )
                 parts.append(f"{LABELS[algo]} {shown}")
             lines += ["", f"Steps to a return of {threshold} (per seed): " + "; ".join(parts) + "."]
         runs = []

@@ -66,6 +66,9 @@ def versions() -> dict[str, str]:
 
     import sb3_tom
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_info
+
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {
         "sb3_tom": sb3_tom.__version__,
@@ -75,6 +78,7 @@ def versions() -> dict[str, str]:
         "mujoco": mujoco.__version__,
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        **cpu_info(),
         "git_commit": commit,
     }
 

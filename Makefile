@@ -8,7 +8,7 @@ ALGO ?= mbpo_tom
 SEED ?= 0
 LOGDIR ?= logs
 
-.PHONY: venv train test test-fast test-oldest lint format clean bench bench-study bench-report
+.PHONY: venv train test test-fast test-kernels-off test-oldest lint format clean bench bench-study bench-report
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-oldest: $(OLDEST_VENV)/.installed
 # The inner loop: the unit tests, without the package installs, RL Zoo CLI runs, examples, study and learning tests
 test-fast: venv
 	$(PY) -m pytest -n 2 --durations=10 -m "not slow" tests
+
+# The fast tests once more with the fast kernels and the written-out SAC gradient off (public PyTorch ops, autograd)
+test-kernels-off: venv
+	SB3_TOM_FAST_KERNELS=0 $(PY) -m pytest -n 2 -m "not slow" -p no:cacheprovider tests
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -49,10 +49,14 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
-from sb3_tom.dynamics.ensemble import INFERENCE_CHUNK_ROWS, GaussianEnsemble
+from sb3_tom.dynamics.ensemble import GaussianEnsemble
 from sb3_tom.dynamics.training import EnsembleTrainer
 from sb3_tom.kernels import linear
 from sb3_tom.mbpo.fast_sac import fast_sac_train
+from sb3_tom.tuning import INFERENCE_CHUNK_ROWS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_info
 
 ENV_ID = "HalfCheetah-v4"
 OBS_DIM, ACT_DIM = 17, 6
@@ -298,17 +302,22 @@ def bench_ensemble(repeats: int, min_seconds: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- (c) end to end
+def shipped_hyperparameters() -> dict[str, Any]:
+    """MBPO_TOM's shipped HalfCheetah-v4 hyperparameters (those of RL Zoo and ``make train``)."""
+    from sb3_tom import zoo
+
+    return zoo.hyperparameters("mbpo_tom", ENV_ID)
+
+
 def make_agent(algo: str, learning_starts: int) -> tuple[SAC, str]:
+    """MBPO_TOM with the shipped hyperparameters, or SB3's SAC with the same updates per env step."""
+    from sb3_tom import MBPO_TOM
+
+    params = {**shipped_hyperparameters(), "learning_starts": learning_starts}
     if algo == "sac":
-        return SAC("MlpPolicy", ENV_ID, gradient_steps=20, learning_starts=learning_starts, seed=0, device="cpu"), "sac"
-    try:
-        from sb3_tom import MBPO_TOM  # type: ignore[attr-defined]
-
-        return MBPO_TOM("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu"), "mbpo_tom"
-    except ImportError:
-        from sb3_tom import MBPO
-
-        return MBPO("MlpPolicy", ENV_ID, learning_starts=learning_starts, seed=0, device="cpu"), "mbpo"
+        sac = SAC("MlpPolicy", ENV_ID, gradient_steps=params["gradient_steps"], learning_starts=learning_starts, seed=0)
+        return sac, "sac"
+    return MBPO_TOM("MlpPolicy", ENV_ID, seed=0, device="cpu", **params), "mbpo_tom"
 
 
 class StepCounter(BaseCallback):
@@ -333,7 +342,8 @@ def e2e_worker(algo: str, start: int, learning_starts: int) -> None:
     for method, key in (("train_model_and_rollout", "model_round_s"), ("_policy_updates", "policy_updates_s")):
         if hasattr(model, method):
             setattr(model, method, _accumulate_time(getattr(model, method), spent, key))
-    model.learn(start)  # exploration up to the window (no training before learning_starts)
+    if start > 0:
+        model.learn(start)  # exploration up to the window (no training before learning_starts)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command = line.split()
@@ -373,10 +383,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: int) -> dict[str, Any]:
+def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: int, prefix: str = "e2e") -> dict[str, Any]:
     """
     MBPO_TOM and SB3 SAC, each in its own process, learn the window ``start..end`` in alternating chunks of
     ``chunk`` env steps (one waits while the other runs), so that changes of the machine's load hit both alike.
+    A window from 0 is a whole run. The keys start with ``prefix``.
     """
     algos = ("mbpo_tom", "sac")
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -415,23 +426,30 @@ def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: i
                 proc.kill()
     ours, sac = totals["mbpo_tom"], totals["sac"]
     assert ours["steps"] == sac["steps"] == end - start, (ours["steps"], sac["steps"])
-    return {
-        "e2e_algo": final["mbpo_tom"]["algo"],
-        "e2e_window": [start, end],
-        "e2e_learning_starts": learning_starts,
-        "e2e_chunk": chunk,
-        "e2e_steps_per_s": ours["steps"] / ours["seconds"],
-        "e2e_sac_steps_per_s": sac["steps"] / sac["seconds"],
-        "end_to_end_speedup_vs_sb3_sac": sac["seconds"] / ours["seconds"],
-        "e2e_peak_rss_mb": final["mbpo_tom"]["peak_rss_mb"],
-        "e2e_sac_peak_rss_mb": final["sac"]["peak_rss_mb"],
-        "e2e_window_s": ours["seconds"],
-        "e2e_model_round_s": ours["model_round_s"],
-        "e2e_policy_updates_s": ours["policy_updates_s"],
-        "e2e_sac_window_s": sac["seconds"],
+    figures = {
+        "algo": final["mbpo_tom"]["algo"],
+        "gradient_steps": shipped_hyperparameters()["gradient_steps"],
+        "window": [start, end],
+        "learning_starts": learning_starts,
+        "chunk": chunk,
+        "steps_per_s": ours["steps"] / ours["seconds"],
+        "sac_steps_per_s": sac["steps"] / sac["seconds"],
+        "speedup_vs_sb3_sac": sac["seconds"] / ours["seconds"],
+        "peak_rss_mb": final["mbpo_tom"]["peak_rss_mb"],
+        "sac_peak_rss_mb": final["sac"]["peak_rss_mb"],
+        "window_s": ours["seconds"],
+        "model_round_s": ours["model_round_s"],
+        "model_round_share": ours["model_round_s"] / ours["seconds"],
+        "policy_updates_s": ours["policy_updates_s"],
+        "sac_window_s": sac["seconds"],
         # The most the model rounds could take for the 1.5x target, everything else in the window as measured
-        "e2e_model_round_budget_s": sac["seconds"] / E2E_TARGET - (ours["seconds"] - ours["model_round_s"]),
+        "model_round_budget_s": sac["seconds"] / E2E_TARGET - (ours["seconds"] - ours["model_round_s"]),
     }
+    results = {f"{prefix}_{key}": value for key, value in figures.items()}
+    results["end_to_end_speedup_vs_sb3_sac" if prefix == "e2e" else f"end_to_end_{prefix}_speedup_vs_sb3_sac"] = figures[
+        "speedup_vs_sb3_sac"
+    ]
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- (d) memory
@@ -468,12 +486,56 @@ def table(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def e2e_rows(r: dict[str, Any], prefix: str, what: str) -> list[tuple[str, str, str, str]]:
+    """Table rows of an end-to-end measurement (keys ``{prefix}_...``)."""
+    k = {key[len(prefix) + 1 :]: value for key, value in r.items() if key.startswith(prefix + "_")}
+    s, e = k["window"]
+    budget = k["model_round_budget_s"]
+    return [
+        (
+            f"(c) end to end ({what}), {k['algo']} env steps/s over steps {s}-{e} (learning_starts {k['learning_starts']},"
+            f" {k['gradient_steps']} updates per step)",
+            f"{k['steps_per_s']:.2f}",
+            f"{k['sac_steps_per_s']:.2f} (SB3 SAC, gradient_steps={k['gradient_steps']})",
+            f"{k['speedup_vs_sb3_sac']:.2f}x faster",
+        ),
+        (
+            f"(c) where {k['algo']}'s {what} time goes, s",
+            f"{k['window_s']:.0f} total: {k['policy_updates_s']:.0f} SAC updates, "
+            f"{k['model_round_s']:.0f} model rounds ({100 * k['model_round_share']:.0f}%)",
+            f"{k['sac_window_s']:.0f} (SB3 SAC)",
+            "",
+        ),
+        (
+            f"(c) model-round time ({what}) that would still give {E2E_TARGET}x (the rest as measured), s",
+            f"{k['model_round_s']:.0f}",
+            f"{budget:.0f} (budget)",
+            f"{k['model_round_s'] / max(budget, 1e-9):.2f}x budget" if budget > 0 else "no budget left",
+        ),
+        (
+            f"(c) peak RSS ({what}), MB",
+            f"{k['peak_rss_mb']:.0f}",
+            f"{k['sac_peak_rss_mb']:.0f} (SB3 SAC)",
+            f"{k['peak_rss_mb'] / k['sac_peak_rss_mb']:.2f}x",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (under 3 minutes on 2 cores)")
     parser.add_argument("--json", type=str, default=None, help="write the figures to this JSON file")
     parser.add_argument("--threads", type=int, default=th.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end section")
+    parser.add_argument(
+        "--whole-run",
+        type=int,
+        nargs="?",
+        const=15_000,
+        default=None,
+        metavar="STEPS",
+        help="also measure a whole run of STEPS env steps (default 15000, as make train; hours on 2 cores)",
+    )
     parser.add_argument("--e2e-worker", type=str, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--window", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--learning-starts", type=int, default=None, help=argparse.SUPPRESS)
@@ -490,10 +552,14 @@ def main() -> None:
         "threads": th.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
+        **cpu_info(),
         "quick": quick,
         "load_average_start": load_average(),
     }
-    print(f"torch {info['torch']}, {info['threads']} threads, {info['cpu_count']} CPUs, load {info['load_average_start']}")
+    print(
+        f"CPU: {info['cpu_model']} ({info['vector_extensions']}); torch {info['torch']}, {info['threads']} threads, "
+        f"{info['cpu_count']} CPUs, load {info['load_average_start']}"
+    )
     results: dict[str, Any] = dict(info)
 
     results.update(bench_update(rounds=4 if quick else 30))
@@ -508,6 +574,10 @@ def main() -> None:
             window, learning_starts, chunk = (5000, 6000), 5000, 50
         results.update(bench_e2e(window[0], window[1], learning_starts, chunk, args.threads))
         print(f"(c) done in {time.perf_counter() - start_time:.0f}s", flush=True)
+        if args.whole_run:
+            starts = shipped_hyperparameters()["learning_starts"]
+            results.update(bench_e2e(0, args.whole_run, starts, 250, args.threads, prefix="whole"))
+            print(f"(c) whole run done in {time.perf_counter() - start_time:.0f}s", flush=True)
     results["load_average_end"] = load_average()
     results["total_seconds"] = time.perf_counter() - start_time
 
@@ -547,43 +617,9 @@ def main() -> None:
             f"{r['rollout_floor_ratio']:.2f}x floor",
         ),
     ]
-    if "e2e_steps_per_s" in r:
-        s, e = r["e2e_window"]
-        rows.append(
-            (
-                f"(c) end to end, {r['e2e_algo']} env steps/s over steps {s}-{e} (learning_starts {r['e2e_learning_starts']})",
-                f"{r['e2e_steps_per_s']:.2f}",
-                f"{r['e2e_sac_steps_per_s']:.2f} (SB3 SAC, gradient_steps=20)",
-                f"{r['end_to_end_speedup_vs_sb3_sac']:.2f}x faster",
-            )
-        )
-        rows.append(
-            (
-                f"(c) where {r['e2e_algo']}'s window time goes, s",
-                f"{r['e2e_window_s']:.0f} total: {r['e2e_policy_updates_s']:.0f} SAC updates, "
-                f"{r['e2e_model_round_s']:.0f} model rounds (model + rollouts)",
-                f"{r['e2e_sac_window_s']:.0f} (SB3 SAC)",
-                "",
-            )
-        )
-        rows.append(
-            (
-                f"(c) model-round time that would still give {E2E_TARGET}x (rest of the window as measured), s",
-                f"{r['e2e_model_round_s']:.0f}",
-                f"{r['e2e_model_round_budget_s']:.0f} (budget)",
-                f"{r['e2e_model_round_s'] / max(r['e2e_model_round_budget_s'], 1e-9):.2f}x budget"
-                if r["e2e_model_round_budget_s"] > 0
-                else "no budget left",
-            )
-        )
-        rows.append(
-            (
-                "(c) peak RSS, MB",
-                f"{r['e2e_peak_rss_mb']:.0f}",
-                f"{r['e2e_sac_peak_rss_mb']:.0f} (SB3 SAC)",
-                f"{r['e2e_peak_rss_mb'] / r['e2e_sac_peak_rss_mb']:.2f}x",
-            )
-        )
+    for prefix, what in (("whole", "whole run"), ("e2e", "window")):
+        if f"{prefix}_steps_per_s" in r:
+            rows += e2e_rows(r, prefix, what)
     rows.append(
         (
             "(d) 1M real buffer + default model buffer, MB",
@@ -594,6 +630,7 @@ def main() -> None:
         )
     )
     print()
+    print(f"CPU: {r['cpu_model']} ({r['vector_extensions']}), {r['threads']} torch threads")
     print(table(rows))
     print(f"\nload average: {r['load_average_start']} (start) -> {r['load_average_end']} (end); {r['total_seconds']:.0f}s")
     if args.json:

@@ -1,15 +1,30 @@
 """
-Dense-layer kernels for hand-differentiated networks: forward, input gradient and weight gradient of ``x W^T + b``.
+The fast CPU kernels, and every private PyTorch API the package uses, in one place.
 
-On CPU, float32 products with at least ``tuning.ONEDNN_MIN_FEATURES`` output features go through oneDNN's matmul
-(``torch.ops.mkldnn._linear_pointwise``), which picks its kernels from the CPU's instruction set: on AVX-512 machines
-it can run these 256-wide layers faster than the BLAS behind ``torch.mm`` (measured by
-``benchmarks/throughput.py``). Both are IEEE float32 matmuls; results agree to float rounding. Everything else
-(other devices and dtypes, thin layers such as a critic's 1-unit output) uses the ordinary ``torch`` ops.
-``SB3_TOM_ONEDNN=0`` in the environment switches oneDNN off.
+The maths of every network and loss is written once, with autograd, in the module that owns it. What makes it fast on
+a CPU comes from here, through ordinary differentiable functions:
+
+* :func:`linear` and :func:`batched_linear` (the dense layers of the SAC networks, the dual and the ensemble): on CPUs
+  with AVX-512, float32 products with at least ``tuning.ONEDNN_MIN_FEATURES`` features go through oneDNN's matmul
+  (``torch.ops.mkldnn._linear_pointwise``), which runs these 256-wide layers up to twice as fast as the BLAS behind
+  ``torch.mm`` there (on AVX2-only CPUs the BLAS is faster, and is used); batched products are split so that every thread gets
+  the same number of matrices (:func:`batched_matmul`). Both are :class:`torch.autograd.Function` s whose backward
+  runs the same kernels.
+* :func:`fused_adam_step`: Adam's fused CPU kernel (``torch._fused_adam_``) called directly on kept lists of tensors,
+  which at these sizes costs a fraction of ``optimizer.step()``;
+* :func:`polyak_update`: the target-network update as two multi-tensor ops (``torch._foreach_*``).
+
+Each private API sits behind a capability probe; where it is missing (another PyTorch version, another device), the
+public op computes the same thing. ``SB3_TOM_FAST_KERNELS=0`` in the environment (or :func:`set_fast_kernels`)
+switches all of them off together, and with them the one written-out gradient the package keeps (SAC's update of
+:mod:`sb3_tom.mbpo.mlp_sac`, see :func:`fast_kernels`): everything then runs on public PyTorch ops and autograd.
+``SB3_TOM_ONEDNN=0`` switches off only the oneDNN matmuls.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch as th
 from torch.nn import functional as F
@@ -17,65 +32,94 @@ from torch.nn import functional as F
 from sb3_tom import tuning
 
 
-def _onednn_available() -> bool:
-    if os.environ.get("SB3_TOM_ONEDNN", "1") == "0":
-        return False
+def _probe_onednn() -> bool:
+    """
+    oneDNN's matmul, on CPUs with AVX-512 only: there it runs the 256-wide layers at about twice the BLAS's
+    throughput; on AVX2-only CPUs the BLAS is faster (SAC's written-out step: 13.8 ms with MKL, 18.2 ms with oneDNN,
+    ``benchmarks/hot_loops.py`` on a 2-core AMD EPYC, see ``benchmarks/RESULTS.md``).
+    """
     try:
-        return bool(th.backends.mkldnn.is_available()) and hasattr(th.ops.mkldnn, "_linear_pointwise")
+        if "AVX512" not in th.backends.cpu.get_cpu_capability():
+            return False
+        if not (th.backends.mkldnn.is_available() and hasattr(th.ops.mkldnn, "_linear_pointwise")):
+            return False
+        x, w = th.ones(16, 64), th.ones(64, 64)
+        return bool(th.allclose(th.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""), x @ w.t()))
     except (AttributeError, RuntimeError):
         return False
 
 
-ONEDNN = _onednn_available()
+def _probe_fused_adam() -> bool:
+    return all(hasattr(th, name) for name in ("_fused_adam_", "_fused_adamw_", "_foreach_add_"))
+
+
+def _probe_foreach() -> bool:
+    return hasattr(th, "_foreach_mul_") and hasattr(th, "_foreach_add_")
+
+
+#: What this PyTorch build offers (probed once, at import).
+AVAILABLE = {"onednn": _probe_onednn(), "fused_adam": _probe_fused_adam(), "foreach": _probe_foreach()}
+_enabled = {"fast": os.environ.get("SB3_TOM_FAST_KERNELS", "1") != "0", "onednn": os.environ.get("SB3_TOM_ONEDNN", "1") != "0"}
+
+
+def set_fast_kernels(enabled: bool, onednn: bool | None = None) -> None:
+    """
+    Switch the fast kernels (and the written-out SAC gradient) on or off for this process; see the module doc.
+
+    :param onednn: Also switch the oneDNN matmuls alone (None: leave as they are).
+    """
+    _enabled["fast"] = bool(enabled)
+    if onednn is not None:
+        _enabled["onednn"] = bool(onednn)
+
+
+def onednn_enabled() -> bool:
+    """Whether the oneDNN matmuls are allowed (``SB3_TOM_ONEDNN`` not ``0``); they run only with the fast kernels on."""
+    return _enabled["onednn"]
+
+
+def fast_kernels() -> bool:
+    """Whether the fast kernels and the written-out SAC gradient are on (``SB3_TOM_FAST_KERNELS`` not ``0``)."""
+    return _enabled["fast"]
 
 
 def _use_onednn(x: th.Tensor, weight: th.Tensor) -> bool:
     return (
-        ONEDNN
+        _enabled["fast"]
+        and _enabled["onednn"]
+        and AVAILABLE["onednn"]
         and x.device.type == "cpu"
         and x.dtype == th.float32
         and weight.dtype == th.float32
-        and weight.shape[0] >= tuning.ONEDNN_MIN_FEATURES
-        and weight.shape[1] >= tuning.ONEDNN_MIN_FEATURES
+        and min(weight.shape) >= tuning.ONEDNN_MIN_FEATURES
         and x.shape[0] >= 16
     )
 
 
-def _onednn_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
-    return th.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
-
-
-def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
-    """
-    ``x @ weight.T + bias`` (then ReLU if ``relu``), as ``nn.Linear``.
-
-    :param x: ``(batch, in_features)``
-    :param weight: ``(out_features, in_features)``; may be a transposed view (see :func:`grad_input`).
-    :param bias: ``(out_features,)`` or None.
-    """
+def _matmul_t(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None) -> th.Tensor:
+    """``x @ weight.T + bias`` through oneDNN where it applies, else ``F.linear``."""
     if _use_onednn(x, weight):
-        return _onednn_linear(x, weight, bias, relu)
-    out = F.linear(x, weight, bias)
-    return out.relu_() if relu else out
+        return th.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
 
 
 def grad_input(grad_output: th.Tensor, weight: th.Tensor) -> th.Tensor:
-    """Gradient of ``linear(x, weight)`` with respect to ``x``: ``grad_output @ weight`` (``(batch, in_features)``)."""
+    """Gradient of ``x @ weight.T`` with respect to ``x``: ``grad_output @ weight`` (``(batch, in_features)``)."""
     if weight.shape[0] == 1:  # one output unit: an outer product, cheaper as a broadcast product
         return grad_output * weight
-    return linear(grad_output, weight.t())
+    return _matmul_t(grad_output, weight.t())
 
 
 def grad_weight(grad_output: th.Tensor, x: th.Tensor) -> th.Tensor:
     """
-    Gradient of ``linear(x, weight)`` with respect to ``weight``: ``grad_output.T @ x`` (``(out, in)``, contiguous).
+    Gradient of ``x @ weight.T`` with respect to ``weight``: ``grad_output.T @ x`` (``(out, in)``, contiguous).
 
     oneDNN reorders a transposed first operand far more slowly than ``Tensor.contiguous`` does, so it gets a contiguous
     copy; for thin products the BLAS is faster with the narrower operand transposed first.
     """
     grad_t = grad_output.t()
     if _use_onednn(grad_t, x.t()):
-        return _onednn_linear(grad_t.contiguous(), x.t())
+        return _matmul_t(grad_t.contiguous(), x.t())
     if x.shape[1] < grad_output.shape[1]:
         return th.mm(x.t(), grad_output).t().contiguous()
     return th.mm(grad_t, x)
@@ -83,17 +127,53 @@ def grad_weight(grad_output: th.Tensor, x: th.Tensor) -> th.Tensor:
 
 def relu_backward(grad_output: th.Tensor, output: th.Tensor) -> th.Tensor:
     """Gradient through a ReLU given its output (``output > 0`` exactly where its input was)."""
-    return th.ops.aten.threshold_backward(grad_output, output, 0.0)
+    return grad_output * (output > 0)
 
 
-def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None, beta: float = 1.0) -> th.Tensor:
+class _Linear(th.autograd.Function):
+    @staticmethod
+    def forward(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool) -> th.Tensor:
+        out = _matmul_t(x, weight, bias)
+        return out.relu_() if relu else out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: th.Tensor) -> None:
+        x, weight, bias, relu = inputs
+        ctx.relu, ctx.has_bias = relu, bias is not None
+        ctx.save_for_backward(x, weight, output if relu else None)
+
+    @staticmethod
+    def backward(ctx: Any, grad: th.Tensor) -> tuple[th.Tensor | None, ...]:
+        x, weight, output = ctx.saved_tensors
+        if ctx.relu:
+            grad = relu_backward(grad, output)
+        grad_x = grad_input(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = grad_weight(grad, x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
+def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
     """
-    ``beta * bias + a @ b`` over a batch of matrices (``th.baddbmm``; ``th.bmm`` without ``bias``), no autograd.
+    ``x @ weight.T + bias`` (then ReLU if ``relu``), as ``nn.Linear``; differentiable, over the fast kernels.
+
+    :param x: ``(batch, in_features)``
+    :param weight: ``(out_features, in_features)``; may be a transposed view.
+    :param bias: ``(out_features,)`` or None.
+    """
+    if th.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return _Linear.apply(x, weight, bias, relu)
+    return _Linear.forward(x, weight, bias, relu)
+
+
+def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None) -> th.Tensor:
+    """
+    ``bias + a @ b`` over a batch of matrices (``th.baddbmm``; ``th.bmm`` without ``bias``), no autograd.
 
     The BLAS hands whole matrices of a batch to its threads, so a batch of 7 (an ensemble) on 2 threads runs as 4
-    rounds on one thread while the other idles for one. On CPU the batch is therefore computed in two calls: the
-    largest part that divides evenly among the threads, then the rest (whose few matrices each use all threads).
-    The same products (bit-identical with MKL); the time saved is measured in ``benchmarks/RESULTS.md``.
+    rounds on one thread while the other idles for one. With the fast kernels on, a CPU batch is therefore computed in
+    two calls: the largest part that divides evenly among the threads, then the rest (whose few matrices each use all
+    threads). The same products (bit-identical with MKL); the time saved is measured in ``benchmarks/RESULTS.md``.
 
     :param a: ``(batch, n, k)``
     :param b: ``(batch, k, m)``
@@ -102,12 +182,204 @@ def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None, be
     batch = a.shape[0]
     threads = th.get_num_threads()
     even = batch - batch % threads
-    if a.device.type != "cpu" or threads < 2 or even in (0, batch):
-        return th.bmm(a, b) if bias is None else th.baddbmm(bias, a, b, beta=beta)
+    if not _enabled["fast"] or a.device.type != "cpu" or threads < 2 or even in (0, batch):
+        return th.bmm(a, b) if bias is None else th.baddbmm(bias, a, b)
     out = a.new_empty(batch, a.shape[1], b.shape[2])
     for part in (slice(0, even), slice(even, batch)):
         if bias is None:
             th.bmm(a[part], b[part], out=out[part])
         else:
-            th.baddbmm(bias[part], a[part], b[part], beta=beta, out=out[part])
+            th.baddbmm(bias[part], a[part], b[part], out=out[part])
     return out
+
+
+class _BatchedLinear(th.autograd.Function):
+    @staticmethod
+    def forward(x: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
+        return batched_matmul(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: th.Tensor) -> None:
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: th.Tensor) -> tuple[th.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = batched_matmul(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w = batched_matmul(x.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def batched_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
+    """
+    ``bias + x @ weight`` per batch element (an ensemble layer); differentiable, over :func:`batched_matmul`.
+
+    :param x: ``(batch, n, in_features)``
+    :param weight: ``(batch, in_features, out_features)``
+    :param bias: ``(batch, 1, out_features)``
+    """
+    if th.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return _BatchedLinear.apply(x, weight, bias)
+    return batched_matmul(x, weight, bias)
+
+
+def fused_adam_usable(params: list[th.Tensor]) -> bool:
+    """Whether :func:`fused_adam_step` can run on ``params`` (fast kernels on, probe passed, CPU float32)."""
+    return (
+        _enabled["fast"] and AVAILABLE["fused_adam"] and all(p.device.type == "cpu" and p.dtype == th.float32 for p in params)
+    )
+
+
+def fused_adam_step(
+    decoupled: bool,
+    params: list[th.Tensor],
+    grads: list[th.Tensor],
+    exp_avgs: list[th.Tensor],
+    exp_avg_sqs: list[th.Tensor],
+    max_exp_avg_sqs: list[th.Tensor],
+    state_steps: list[th.Tensor],
+    **options: Any,
+) -> None:
+    """
+    One step of PyTorch's fused Adam (``decoupled``: AdamW) CPU kernel, the one ``Adam(fused=True).step()`` runs, on
+    the optimizer's state tensors (updated in place). Call only where :func:`fused_adam_usable` holds.
+
+    :param options: ``lr``, ``beta1``, ``beta2``, ``weight_decay``, ``eps``, ``amsgrad``, ``maximize`` (floats/bools).
+    """
+    th._foreach_add_(state_steps, 1.0)
+    kernel = th._fused_adamw_ if decoupled else th._fused_adam_
+    kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, **options)
+
+
+def polyak_update(targets: list[th.Tensor], sources: list[th.Tensor], tau: float) -> None:
+    """``target = (1 - tau) * target + tau * source`` in place, as SB3's ``polyak_update`` (``mul_`` then ``add_``)."""
+    with th.no_grad():
+        if _enabled["fast"] and AVAILABLE["foreach"]:  # two multi-tensor ops instead of two per tensor
+            th._foreach_mul_(targets, 1 - tau)
+            th._foreach_add_(targets, sources, alpha=tau)
+        else:
+            for target, source in zip(targets, sources, strict=True):
+                target.mul_(1 - tau).add_(source, alpha=tau)
+
+
+@contextmanager
+def fast_adam(optimizers: list[th.optim.Optimizer]) -> Iterator[None]:
+    """
+    Switch ``Adam``/``AdamW`` optimizers to the fused (all parameters and step counters on CPU) or multi-tensor
+    (``foreach``) implementation for the duration of the block, then restore their settings.
+
+    Both compute the same update as the default single-tensor loop (up to float rounding). A no-op with the fast
+    kernels off (:func:`fast_kernels`).
+    """
+    saved: list[tuple[dict[str, Any], Any, Any]] = []
+    if not fast_kernels():
+        optimizers = []
+    try:
+        for optimizer in optimizers:
+            if type(optimizer) not in (th.optim.Adam, th.optim.AdamW):
+                continue
+            for group in optimizer.param_groups:
+                if group.get("fused") or group.get("differentiable") or group.get("capturable"):
+                    continue
+                params = group["params"]
+                on_cpu = all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params) and all(
+                    optimizer.state[p]["step"].device.type == "cpu" for p in params if "step" in optimizer.state[p]
+                )
+                saved.append((group, group.get("fused"), group.get("foreach")))
+                if on_cpu:
+                    group["fused"], group["foreach"] = True, None
+                else:
+                    group["fused"], group["foreach"] = None, True
+        yield
+    finally:
+        for group, fused, foreach in saved:
+            group["fused"], group["foreach"] = fused, foreach
+
+
+class AdamKernel:
+    """
+    Steps an ``Adam``/``AdamW`` optimizer with gradients passed in, calling PyTorch's fused Adam kernel directly.
+
+    ``optimizer.step()`` regroups its tensors by device and dtype and checks its settings on every call, which costs
+    more than the update itself for small networks stepped thousands of times. This class does that work once: the
+    first :meth:`step` goes through ``optimizer.step()`` (which also creates the optimizer state), later ones call
+    the fused kernel (:func:`sb3_tom.fused_adam_step`) on the lists it kept — the kernel ``optimizer.step()`` itself runs with
+    ``fused=True``. Where that kernel does not apply (not CPU float32, ``differentiable``, ``capturable``, a tensor
+    learning rate, a missing kernel), every step goes through ``optimizer.step()``.
+
+    Build a new one whenever the optimizer's settings (e.g. its learning rate) may have changed.
+
+    :param optimizer: The optimizer (its state is the one updated; state dicts are unaffected).
+    :param params: Its parameters, in the order of the gradients given to :meth:`step`; one parameter group.
+    """
+
+    def __init__(self, optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> None:
+        self.optimizer = optimizer
+        self.params = params
+        self._kernel: dict[str, Any] | None = None
+        group = optimizer.param_groups[0] if len(optimizer.param_groups) == 1 else None
+        kernel_name = "_fused_adamw_" if type(optimizer) is th.optim.AdamW else "_fused_adam_"
+        if group is not None and group.get("decoupled_weight_decay") and type(optimizer) is th.optim.Adam:
+            kernel_name = "_fused_adamw_"
+        self._usable = (
+            type(optimizer) in (th.optim.Adam, th.optim.AdamW)
+            and group is not None
+            and {id(p) for p in group["params"]} == {id(p) for p in params}
+            and not group.get("differentiable")
+            and not group.get("capturable")
+            and not isinstance(group["lr"], th.Tensor)
+            and fused_adam_usable(params)
+        )
+        self._decoupled = kernel_name == "_fused_adamw_"
+
+    def _prepare(self) -> None:
+        group = self.optimizer.param_groups[0]
+        states = [self.optimizer.state.get(p, {}) for p in self.params]
+        needed = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+        if not all(all(key in state for key in needed) for state in states):
+            return
+        steps = [state["step"] for state in states]
+        if not all(isinstance(s, th.Tensor) and s.device.type == "cpu" and s.dtype == th.float32 for s in steps):
+            return
+        beta1, beta2 = group["betas"]
+        self._kernel = dict(
+            exp_avgs=[state["exp_avg"] for state in states],
+            exp_avg_sqs=[state["exp_avg_sq"] for state in states],
+            max_exp_avg_sqs=[state["max_exp_avg_sq"] for state in states] if group["amsgrad"] else [],
+            state_steps=steps,
+            options=dict(
+                amsgrad=group["amsgrad"],
+                lr=float(group["lr"]),
+                beta1=float(beta1),
+                beta2=float(beta2),
+                weight_decay=float(group["weight_decay"]),
+                eps=float(group["eps"]),
+                maximize=bool(group["maximize"]),
+            ),
+        )
+
+    def step(self, grads: list[th.Tensor]) -> None:
+        """One Adam step of ``params`` with gradients ``grads`` (same order and shapes)."""
+        if self._kernel is None:
+            for param, grad in zip(self.params, grads, strict=True):
+                param.grad = grad
+            with fast_adam([self.optimizer]):
+                self.optimizer.step()
+            for param in self.params:  # keep no stale gradient attached (nor alive) after the step
+                param.grad = None
+            if self._usable:
+                self._prepare()
+            return
+        kernel = self._kernel
+        fused_adam_step(
+            self._decoupled,
+            self.params,
+            grads,
+            kernel["exp_avgs"],
+            kernel["exp_avg_sqs"],
+            kernel["max_exp_avg_sqs"],
+            kernel["state_steps"],
+            **kernel["options"],
+        )

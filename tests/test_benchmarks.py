@@ -88,3 +88,23 @@ def test_report_statistics():
     assert iqm(np.array([0.0, 1.0, 2.0, 100.0])) == 1.5
     low, high = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.mean)
     assert 1.0 <= low < 3.0 < high <= 5.0
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "hot_loops.py", "thread_layout.py", "memory.py", "learning.py"])
+def test_benchmark_scripts_import_and_explain_themselves(script):
+    """Every benchmark script imports against the current package (they are not otherwise run by the tests)."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "usage" in result.stdout
+
+
+def test_code_lines_counts_code_only(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from code_lines import code_lines
+
+    source = '"""Module doc."""\n\n# a comment\ndef f(x):\n    """Doc\n    on two lines."""\n    return (x +\n            1)\n'
+    assert code_lines(source) == 3  # def, and the two lines of the return
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "code_lines.py"), str(ROOT / "sb3_tom")], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("total")

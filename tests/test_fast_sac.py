@@ -13,10 +13,10 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from sb3_tom import MBPO
 from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions
+from sb3_tom.kernels import AdamKernel, fast_adam
 from sb3_tom.mbpo import fast_sac
 from sb3_tom.mbpo.fast_sac import fast_sac_train, sample_batches
 from sb3_tom.mbpo.mlp_sac import mlp_sac_supported
-from sb3_tom.optim import AdamKernel, fast_adam
 
 OBS_DIM, ACT_DIM, BATCH = 3, 1, 64
 
@@ -35,13 +35,15 @@ class FixedBatches:
         return batch
 
 
-def make_batches(n: int, seed: int = 3, width: int = BATCH) -> list[ReplayBufferSamples]:
+def make_batches(
+    n: int, seed: int = 3, width: int = BATCH, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM
+) -> list[ReplayBufferSamples]:
     gen = th.Generator().manual_seed(seed)
     return [
         ReplayBufferSamples(
-            observations=th.randn(width, OBS_DIM, generator=gen),
-            actions=th.rand(width, ACT_DIM, generator=gen) * 2 - 1,
-            next_observations=th.randn(width, OBS_DIM, generator=gen),
+            observations=th.randn(width, obs_dim, generator=gen),
+            actions=th.rand(width, act_dim, generator=gen) * 2 - 1,
+            next_observations=th.randn(width, obs_dim, generator=gen),
             dones=(th.rand(width, 1, generator=gen) < 0.2).float(),
             rewards=th.randn(width, 1, generator=gen),
         )
@@ -49,10 +51,11 @@ def make_batches(n: int, seed: int = 3, width: int = BATCH) -> list[ReplayBuffer
     ]
 
 
-def twin_agents(width: int = 32, **kwargs) -> tuple[SAC, SAC]:
+def twin_agents(width: int = 32, env_id: str = "Pendulum-v1", policy_kwargs: dict | None = None, **kwargs) -> tuple[SAC, SAC]:
     """Two SAC agents with identical networks, entropy coefficient and optimizer settings."""
-    env = gym.make("Pendulum-v1")
-    kwargs = dict(policy_kwargs=dict(net_arch=[width, width]), device="cpu", learning_starts=0, **kwargs)
+    env = gym.make(env_id)
+    policy_kwargs = policy_kwargs or dict(net_arch=[width, width])
+    kwargs = dict(policy_kwargs=policy_kwargs, device="cpu", learning_starts=0, **kwargs)
     reference = SAC("MlpPolicy", env, seed=0, **kwargs)
     fast = SAC("MlpPolicy", env, seed=1, **kwargs)
     fast.policy.load_state_dict(reference.policy.state_dict())
@@ -114,6 +117,50 @@ def test_matches_sb3_sac_train(ent_coef, target_update_interval, hand_written, f
         assert any(not th.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
     if ent_coef == "auto":
         assert reference.logger.name_to_value["train/ent_coef"] != 1.0
+
+
+@pytest.mark.parametrize(
+    "policy_kwargs",
+    [dict(net_arch=dict(pi=[64, 32], qf=[256, 48]), n_critics=3), dict(net_arch=dict(pi=[256, 256], qf=[40]), n_critics=1)],
+    ids=["3-critics", "1-critic"],
+)
+def test_written_out_step_matches_autograd_definition_on_halfcheetah(policy_kwargs):
+    """
+    The kept written-out SAC gradient (MLPSACStep) against the package's autograd definition (AutogradSACStep) and
+    SB3's SAC.train, on HalfCheetah's spaces (17-D observations, 6-D actions), with other than two critics and
+    distinct actor and critic architectures.
+    """
+    reference, written = twin_agents(env_id="HalfCheetah-v4", policy_kwargs=policy_kwargs)
+    _, autograd = twin_agents(env_id="HalfCheetah-v4", policy_kwargs=policy_kwargs)
+    autograd.set_logger(configure(None, [""]))
+    assert mlp_sac_supported(written) and len(written.critic.q_networks) == policy_kwargs["n_critics"]
+    batches = make_batches(6, obs_dim=17, act_dim=6)
+    reference.replay_buffer = FixedBatches(batches)  # type: ignore[assignment]
+    for agent, hand_written in ((written, True), (autograd, False)):
+        th.manual_seed(7)
+        fast_sac_train(agent, gradient_steps=6, batch_size=BATCH, buffer=FixedBatches(batches), hand_written=hand_written)
+    th.manual_seed(7)
+    reference.train(gradient_steps=6, batch_size=BATCH)
+    assert_same_agents(autograd, written, atol=1e-5, rtol=1e-4)
+    assert_same_agents(reference, written, atol=1e-5, rtol=1e-4)
+    assert not th.equal(
+        reference.actor.mu.weight, twin_agents(env_id="HalfCheetah-v4", policy_kwargs=policy_kwargs)[0].actor.mu.weight
+    )
+
+
+def test_fast_kernels_off_takes_the_autograd_step(monkeypatch):
+    """With SB3_TOM_FAST_KERNELS=0 (here: set_fast_kernels(False)) the written-out step is not used."""
+    from sb3_tom import kernels
+
+    _, fast = twin_agents()
+    used = []
+    monkeypatch.setattr(fast_sac, "MLPSACStep", lambda model: used.append(model) or fast_sac.AutogradSACStep(model))
+    monkeypatch.setitem(kernels._enabled, "fast", False)
+    fast_sac_train(fast, 1, BATCH, FixedBatches(make_batches(1)))
+    assert not used
+    monkeypatch.setitem(kernels._enabled, "fast", True)
+    fast_sac_train(fast, 1, BATCH, FixedBatches(make_batches(1)))
+    assert used
 
 
 def test_hand_written_step_falls_back_to_autograd():

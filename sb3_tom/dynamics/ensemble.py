@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_tom import tuning
-from sb3_tom.kernels import batched_matmul
+from sb3_tom.kernels import batched_linear
 from sb3_tom.normalization import mean_and_std
 
 DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -40,9 +40,7 @@ class EnsembleLinear(nn.Module):
         :return: Output of shape ``(n_members, batch, out_features)``.
         """
         weight, bias = (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
-        if th.is_grad_enabled():
-            return th.baddbmm(bias, x, weight)
-        return batched_matmul(x, weight, bias)
+        return batched_linear(x, weight, bias)
 
 
 class GaussianPrediction(NamedTuple):
@@ -123,45 +121,27 @@ class GaussianEnsemble(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: th.Tensor, members: th.Tensor | None = None) -> GaussianPrediction:
         """
+        Without autograd, large batches (e.g. 100k rollout states) are evaluated ``tuning.INFERENCE_CHUNK_ROWS`` rows
+        at a time, the same operations per row: a chunk's hidden activations stay in cache instead of streaming
+        through main memory once per op.
+
         :param x: Standardised inputs, shape ``(n_members, batch, input_dim)``.
         :param members: Indices of the members to evaluate (``n_members`` of them), all if None.
         :return: Mean and bounded log-variance, each ``(n_members, batch, output_dim)``.
         """
-        if not th.is_grad_enabled() and x.shape[1] > tuning.INFERENCE_CHUNK_ROWS:
-            return self._forward_inference(x, members)
+        chunk = tuning.INFERENCE_CHUNK_ROWS
+        if th.is_grad_enabled() or x.shape[1] <= chunk:
+            return self._network(x, members)
+        parts = [self._network(x[:, start : start + chunk], members) for start in range(0, x.shape[1], chunk)]
+        return GaussianPrediction(th.cat([p.mean for p in parts], dim=1), th.cat([p.logvar for p in parts], dim=1))
+
+    def _network(self, x: th.Tensor, members: th.Tensor | None) -> GaussianPrediction:
+        """The network: SiLU hidden layers, then the mean and the softly bounded log-variance."""
         for layer in self.layers:
             x = F.silu(layer(x, members))
-        out = self.output_layer(x, members)
-        return self._bounded(out)
-
-    def _bounded(self, out: th.Tensor) -> GaussianPrediction:
-        mean, logvar = out.split(self.output_dim, dim=-1)
+        mean, logvar = self.output_layer(x, members).split(self.output_dim, dim=-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return GaussianPrediction(mean, logvar)
-
-    def _forward_inference(self, x: th.Tensor, members: th.Tensor | None) -> GaussianPrediction:
-        """
-        ``forward`` without autograd, evaluated ``tuning.INFERENCE_CHUNK_ROWS`` rows at a time (same operations per row).
-
-        Large batches (e.g. 100k rollout states) would otherwise stream every hidden activation through main
-        memory several times (bias broadcast, matmul, activation); chunks keep them in cache.
-        """
-        layers = [*self.layers, self.output_layer]
-        params = [
-            (layer.weight, layer.bias) if members is None else (layer.weight[members], layer.bias[members]) for layer in layers
-        ]
-        n_members, rows = x.shape[0], x.shape[1]
-        mean = x.new_empty(n_members, rows, self.output_dim)
-        logvar = x.new_empty(n_members, rows, self.output_dim)
-        chunk = tuning.INFERENCE_CHUNK_ROWS
-        for start in range(0, rows, chunk):
-            h = x[:, start : start + chunk]
-            for weight, bias in params[:-1]:
-                h = F.silu(batched_matmul(h, weight, bias), inplace=True)
-            prediction = self._bounded(batched_matmul(h, params[-1][0], params[-1][1]))
-            mean[:, start : start + chunk] = prediction.mean
-            logvar[:, start : start + chunk] = prediction.logvar
         return GaussianPrediction(mean, logvar)
 
     def predict_all(self, obs: th.Tensor, actions: th.Tensor) -> GaussianPrediction:

@@ -7,8 +7,7 @@ import torch as th
 
 from sb3_tom import tuning
 from sb3_tom.dynamics.ensemble import GaussianEnsemble
-from sb3_tom.dynamics.nll_gradient import EnsembleNLLGradient
-from sb3_tom.optim import AdamKernel
+from sb3_tom.kernels import AdamKernel
 
 
 def gaussian_nll(mean: th.Tensor, logvar: th.Tensor, target: th.Tensor) -> th.Tensor:
@@ -101,6 +100,20 @@ class EnsembleTrainer:
         th.sub(next_obs, obs, out=targets[:, 1:])
         return targets
 
+    def loss(self, inputs: th.Tensor, targets: th.Tensor, sample_weight: th.Tensor | None = None) -> th.Tensor:
+        """
+        The training objective of one minibatch, differentiable: :func:`weighted_nll_loss` of every member, plus the
+        penalty that tightens the learned log-variance bounds and each layer's L2 weight decay (as the MBPO reference).
+
+        :param inputs: Standardised inputs ``(members, batch, input_dim)``.
+        :param targets: Targets ``(members, batch, output_dim)``.
+        :param sample_weight: Per-sample weights ``(members, batch)``, or None for plain maximum likelihood.
+        """
+        ensemble = self.ensemble
+        mean, logvar = ensemble(inputs)
+        nll = weighted_nll_loss(mean, logvar, targets, sample_weight)
+        return nll + ensemble.logvar_bound_penalty() + ensemble.weight_decay_loss()
+
     @th.no_grad()
     def _evaluate(self, inputs: th.Tensor, targets: th.Tensor, weights: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
         """Per-member (optionally weighted) holdout MSE and NLL."""
@@ -175,10 +188,8 @@ class EnsembleTrainer:
         best_state: dict[str, th.Tensor] = {}
         epochs_since_update = 0
         epoch = 0
-        # The loss of weighted_nll_loss + logvar_bound_penalty + weight_decay_loss with its gradient written out,
-        # stepped by the fused Adam kernel: the same update as autograd and optimizer.step(), far fewer ops
-        loss_gradient = EnsembleNLLGradient(ensemble)
-        adam = AdamKernel(self.optimizer, loss_gradient.params)
+        params: list[th.Tensor] = list(ensemble.parameters())
+        adam = AdamKernel(self.optimizer, params)
         train_loss = float("nan")
         while True:
             epoch += 1
@@ -196,9 +207,9 @@ class EnsembleTrainer:
                 # Minibatch indices of each member (gathered per minibatch: no n_members x n_train copy per epoch)
                 idx = bootstrap[:, order[start_b : start_b + self.batch_size]]
                 weight = None if sample_weight is None or resample else sample_weight[idx]
-                loss, grads = loss_gradient(inputs[idx], targets[idx], weight)
-                adam.step(grads)
-                loss_sum += loss
+                loss = self.loss(inputs[idx], targets[idx], weight)
+                adam.step(list(th.autograd.grad(loss, params)))
+                loss_sum += loss.detach()
                 n_batches += 1
             train_loss = float(loss_sum) / n_batches
 

@@ -42,9 +42,9 @@ from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import Actor
 from torch.nn import functional as F
 
+from sb3_tom.kernels import fast_adam, fast_kernels, polyak_update
 from sb3_tom.mbpo.mlp_sac import MLPSACStep, mlp_sac_supported
 from sb3_tom.mbpo.squashed_gaussian import squashed_gaussian_sample
-from sb3_tom.optim import fast_adam
 
 
 class BatchSource(Protocol):
@@ -120,7 +120,8 @@ def fast_sac_train(
     :param batch_size: Minibatch size.
     :param buffer: Where batches come from (default: ``model.replay_buffer``); see :func:`sample_batches`.
     :param hand_written: Use the hand-differentiated step of :mod:`sb3_tom.mbpo.mlp_sac` when the policy is SB3's
-        MLP family (:func:`~sb3_tom.mbpo.mlp_sac.mlp_sac_supported`); otherwise, or if False, autograd.
+        MLP family (:func:`~sb3_tom.mbpo.mlp_sac.mlp_sac_supported`) and the fast kernels are on
+        (:func:`~sb3_tom.kernels.fast_kernels`); otherwise, or if False, autograd.
     """
     if buffer is None:
         assert model.replay_buffer is not None
@@ -132,7 +133,7 @@ def fast_sac_train(
     model._update_learning_rate(optimizers)
 
     step: Callable[[ReplayBufferSamples], tuple[th.Tensor, th.Tensor, th.Tensor]]
-    if hand_written and mlp_sac_supported(model):
+    if hand_written and fast_kernels() and mlp_sac_supported(model):
         step = MLPSACStep(model)
     else:
         step = AutogradSACStep(model)
@@ -154,12 +155,9 @@ def fast_sac_train(
             actor_losses.append(actor_loss.detach())
             ent_coefs.append(ent_coef.detach().reshape(()))
             if gradient_step % model.target_update_interval == 0:
-                with th.no_grad():
-                    th._foreach_mul_(target_params, 1 - tau)
-                    th._foreach_add_(target_params, critic_params, alpha=tau)
-                    if bn_params:
-                        th._foreach_mul_(bn_target, 0.0)
-                        th._foreach_add_(bn_target, bn_params, alpha=1.0)
+                polyak_update(target_params, critic_params, tau)
+                if bn_params:
+                    polyak_update(bn_target, bn_params, 1.0)
 
     model._n_updates += gradient_steps
     logger = model.logger

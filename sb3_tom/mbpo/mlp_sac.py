@@ -24,9 +24,8 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch import nn
 
 from sb3_tom.dense import Dense, linear_layers
-from sb3_tom.kernels import grad_input, grad_weight, linear, relu_backward
+from sb3_tom.kernels import AdamKernel, grad_input, grad_weight, linear, relu_backward
 from sb3_tom.mbpo.squashed_gaussian import squashed_gaussian_sample
-from sb3_tom.optim import AdamKernel
 
 
 def mlp_sac_supported(model: SAC) -> bool:

@@ -28,10 +28,6 @@ class FDivergence(ABC):
         """``E_D[f*(e)]`` over a batch of residuals ``(batch,)``."""
 
     @abstractmethod
-    def conjugate_mean_grad(self, e: th.Tensor) -> th.Tensor:
-        """Gradient of :meth:`conjugate_mean` with respect to each residual."""
-
-    @abstractmethod
     def weights(self, e: th.Tensor) -> th.Tensor:
         """The raw importance weights ``w = f*'(e)``."""
 
@@ -54,9 +50,6 @@ class ChiSquare(FDivergence):
     def conjugate_mean(self, e: th.Tensor) -> th.Tensor:
         return (0.5 * e**2 + e).mean()
 
-    def conjugate_mean_grad(self, e: th.Tensor) -> th.Tensor:
-        return (e + 1.0) / e.shape[0]
-
     def weights(self, e: th.Tensor) -> th.Tensor:
         return th.relu(e + 1)
 
@@ -78,10 +71,6 @@ class KullbackLeibler(FDivergence):
 
     def conjugate_mean(self, e: th.Tensor) -> th.Tensor:
         return th.logsumexp(self._clamped(e), dim=0) - math.log(e.shape[0])
-
-    def conjugate_mean_grad(self, e: th.Tensor) -> th.Tensor:
-        inside = (e >= -KL_RESIDUAL_BOUND) & (e <= KL_RESIDUAL_BOUND)
-        return th.softmax(self._clamped(e), dim=0) * inside
 
     def weights(self, e: th.Tensor) -> th.Tensor:
         return th.exp(self._clamped(e))

@@ -8,7 +8,7 @@ from torch import nn
 
 from sb3_tom.buffers import Transitions
 from sb3_tom.dense import Dense, linear_layers
-from sb3_tom.optim import AdamKernel
+from sb3_tom.kernels import AdamKernel, linear
 from sb3_tom.tom.divergence import get_f_divergence
 
 ActionSampler = Callable[[th.Tensor], th.Tensor]
@@ -34,7 +34,11 @@ class DualValue(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        return self.net(th.cat([obs, actions], dim=-1)).squeeze(-1)
+        x = th.cat([obs, actions], dim=-1)
+        layers = [module for module in self.net if isinstance(module, nn.Linear)]
+        for i, layer in enumerate(layers):  # through the fast kernels (oneDNN on CPU), ReLU fused
+            x = linear(x, layer.weight, layer.bias, relu=i < len(layers) - 1)
+        return x.squeeze(-1)
 
 
 def residuals(
@@ -58,9 +62,8 @@ class DualTrainer:
     """
     Minimises ``(1-γ) E_{s0~μ0, a0~π}[Q(s0, a0)] + E_D[f*(e)]`` over ``Q``, kept across rounds.
 
-    The gradient of each step is written out (the divergence's ``conjugate_mean_grad``, then a hand-written backward
-    pass through the ReLU network, :class:`~sb3_tom.dense.Dense`) and applied by Adam's fused kernel: the same update as
-    ``loss.backward(); optimizer.step()``, without building an autograd graph 1000 times a round.
+    Each step differentiates :meth:`loss` with autograd (the network's matmuls run on the fast kernels of
+    :mod:`sb3_tom.kernels`) and applies Adam's fused kernel.
 
     :param dual: The dual network.
     :param f_divergence: ``"chi"`` (chi-square) or ``"kl"``.
@@ -105,29 +108,33 @@ class DualTrainer:
         """
         device = log_ratio.device
         n, n_start, size = len(data), start_observations.shape[0], self.batch_size
-        gamma = self.gamma
-        adam = AdamKernel(self.optimizer, self.dense.parameters())
+        params: list[th.Tensor] = list(self.dual.parameters())
+        adam = AdamKernel(self.optimizer, params)
         loss = th.zeros((), device=device)
-        with th.no_grad():
-            for _ in range(n_steps):
-                idx = th.randint(n, (size,), device=device)
-                batch = data.index(idx)
-                s0 = start_observations[th.randint(n_start, (size,), device=device)]
-                # One policy pass for a0 ~ pi(s0) and a' ~ pi(s'), one dual pass for Q(s0, a0), Q(s', a'), Q(s, a)
+        for _ in range(n_steps):
+            idx = th.randint(n, (size,), device=device)
+            batch = data.index(idx)
+            s0 = start_observations[th.randint(n_start, (size,), device=device)]
+            with th.no_grad():  # one policy pass for a0 ~ pi(s0) and a' ~ pi(s')
                 a0, next_actions = sample_actions(th.cat([s0, batch.next_observations])).split(size)
-                inputs = th.cat(
-                    [
-                        th.cat([s0, batch.next_observations, batch.observations]),
-                        th.cat([a0, next_actions, batch.actions]),
-                    ],
-                    dim=1,
-                )
-                activations = self.dense.forward(inputs)
-                q0, next_q, q = activations[-1].squeeze(1).split(size)
-                not_done = gamma * (1.0 - batch.terminated)
-                e = log_ratio[idx] + not_done * next_q - q
-                loss = (1 - gamma) * q0.mean() + self.divergence.conjugate_mean(e)
-                grad_e = self.divergence.conjugate_mean_grad(e)
-                grad_q = th.cat([th.full_like(q0, (1 - gamma) / size), grad_e * not_done, -grad_e]).unsqueeze(1)
-                adam.step(self.dense.backward(grad_q, activations))
-        return DualStats(loss=float(loss))
+            loss = self.loss(batch, log_ratio[idx], s0, a0, next_actions)
+            adam.step(list(th.autograd.grad(loss, params)))
+        return DualStats(loss=float(loss.detach()))
+
+    def loss(
+        self, batch: Transitions, log_ratio: th.Tensor, s0: th.Tensor, a0: th.Tensor, next_actions: th.Tensor
+    ) -> th.Tensor:
+        """
+        The dual loss of a minibatch, ``(1-γ) mean Q(s0, a0) + mean f*(e)`` with the residuals
+        ``e = r(s, a, s') + γ (1 - terminated) Q(s', a') - Q(s, a)``; differentiable in the dual's parameters.
+
+        :param batch: Buffer transitions; ``log_ratio`` their ``r(s, a, s')``.
+        :param s0: Start states, ``a0`` the policy's actions there; ``next_actions`` the policy's actions at ``s'``.
+        """
+        size = s0.shape[0]
+        # one dual pass for Q(s0, a0), Q(s', a') and Q(s, a)
+        q0, next_q, q = self.dual(
+            th.cat([s0, batch.next_observations, batch.observations]), th.cat([a0, next_actions, batch.actions])
+        ).split([size, size, len(batch)])
+        e = log_ratio + self.gamma * (1.0 - batch.terminated) * next_q - q
+        return (1 - self.gamma) * q0.mean() + self.divergence.conjugate_mean(e)

@@ -1,0 +1,141 @@
+"""The seam to the fast kernels: differentiable layers equal PyTorch's, every private API has a working fallback."""
+
+import pytest
+import torch as th
+from torch.nn import functional as F
+
+from sb3_tom import kernels
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "kernels-off"])
+def fast(request, monkeypatch):
+    monkeypatch.setitem(kernels._enabled, "fast", request.param)
+    return request.param
+
+
+@pytest.fixture
+def no_private_apis(monkeypatch):
+    """A PyTorch build without any of the private APIs the kernels use: the probes' fallbacks must compute the same."""
+    for name in kernels.AVAILABLE:
+        monkeypatch.setitem(kernels.AVAILABLE, name, False)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(32, 17, 256), (256, 256, 256), (300, 256, 1), (8, 6, 3)])
+def test_linear_matches_nn_linear(fast, relu, shape):
+    """Values and gradients (input, weight, bias) of kernels.linear equal F.linear's under autograd, on any path."""
+    batch, n_in, n_out = shape
+    gen = th.Generator().manual_seed(batch + n_out)
+    x = th.randn(batch, n_in, generator=gen, requires_grad=True)
+    weight = (th.randn(n_out, n_in, generator=gen) / n_in**0.5).requires_grad_(True)
+    bias = th.randn(n_out, generator=gen, requires_grad=True)
+    out = kernels.linear(x, weight, bias, relu=relu)
+    expected = F.linear(x, weight, bias)
+    expected = expected.relu() if relu else expected
+    th.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    upstream = th.randn(out.shape, generator=gen)
+    grads = th.autograd.grad(out, [x, weight, bias], upstream)
+    expected_grads = th.autograd.grad(expected, [x, weight, bias], upstream)
+    for got, want in zip(grads, expected_grads, strict=True):
+        th.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_gradcheck_and_no_grad():
+    """The autograd Function passes gradcheck in float64; without autograd the forward runs alone."""
+    x = th.randn(20, 7, dtype=th.float64, requires_grad=True)
+    weight = th.randn(5, 7, dtype=th.float64, requires_grad=True)
+    bias = th.randn(5, dtype=th.float64, requires_grad=True)
+    assert th.autograd.gradcheck(lambda *args: kernels.linear(*args, relu=True), (x, weight, bias))
+    with th.no_grad():
+        out = kernels.linear(x, weight, bias)
+    assert out.grad_fn is None and th.allclose(out, F.linear(x, weight, bias))
+
+
+@pytest.mark.parametrize("members", [1, 5, 7])
+def test_batched_linear_matches_baddbmm(fast, members):
+    """An ensemble layer: values and gradients equal th.baddbmm's for any number of members (thread split or not)."""
+    gen = th.Generator().manual_seed(members)
+    x = th.randn(members, 64, 23, generator=gen, requires_grad=True)
+    weight = th.randn(members, 23, 200, generator=gen, requires_grad=True)
+    bias = th.randn(members, 1, 200, generator=gen, requires_grad=True)
+    threads = th.get_num_threads()
+    try:
+        th.set_num_threads(2)
+        out = kernels.batched_linear(x, weight, bias)
+        expected = th.baddbmm(bias, x, weight)
+        upstream = th.randn(out.shape, generator=gen)
+        grads = th.autograd.grad(out, [x, weight, bias], upstream)
+        expected_grads = th.autograd.grad(expected, [x, weight, bias], upstream)
+    finally:
+        th.set_num_threads(threads)
+    th.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
+    for got, want in zip(grads, expected_grads, strict=True):
+        th.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+    xd, wd, bd = (t.detach().double().requires_grad_(True) for t in (x[:, :4, :3], weight[:, :3, :2], bias[:, :, :2]))
+    assert th.autograd.gradcheck(kernels.batched_linear, (xd, wd, bd))
+
+
+def test_onednn_only_where_it_pays(monkeypatch):
+    """oneDNN is probed only on AVX-512 CPUs (slower than the BLAS on AVX2), and never runs with the kernels off."""
+    if kernels.AVAILABLE["onednn"]:
+        assert "AVX512" in th.backends.cpu.get_cpu_capability()
+    x, weight = th.randn(64, 256), th.randn(256, 256)
+    monkeypatch.setitem(kernels._enabled, "fast", True)
+    monkeypatch.setitem(kernels._enabled, "onednn", True)
+    assert kernels._use_onednn(x, weight) == kernels.AVAILABLE["onednn"]
+    assert kernels.fused_adam_usable([weight]) == kernels.AVAILABLE["fused_adam"]
+    kernels.set_fast_kernels(False)
+    assert not kernels._use_onednn(x, weight) and not kernels.fused_adam_usable([weight]) and not kernels.fast_kernels()
+    kernels.set_fast_kernels(True, onednn=False)
+    assert not kernels._use_onednn(x, weight) and kernels.fast_kernels() and not kernels.onednn_enabled()
+
+
+def _adam_run(optimizer_class, use_kernel: bool, **options) -> list[th.Tensor]:
+    gen = th.Generator().manual_seed(0)
+    params = [th.randn(8, 4, generator=gen, requires_grad=True), th.randn(4, generator=gen, requires_grad=True)]
+    optimizer = optimizer_class(params, lr=1e-2, **options)
+    kernel = kernels.AdamKernel(optimizer, params)
+    for _ in range(5):
+        grads = [th.randn(p.shape, generator=gen) for p in params]
+        if use_kernel:
+            kernel.step(grads)
+        else:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            optimizer.step()
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("optimizer_class, options", [(th.optim.Adam, {"weight_decay": 1e-2}), (th.optim.AdamW, {})])
+def test_adam_kernel_matches_optimizer_step(fast, optimizer_class, options):
+    """AdamKernel (the fused kernel called directly, or optimizer.step() with the kernels off) is Adam's update."""
+    for got, want in zip(
+        _adam_run(optimizer_class, True, **options), _adam_run(optimizer_class, False, **options), strict=True
+    ):
+        th.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fallbacks_without_private_apis(no_private_apis):
+    """Without the private APIs every kernel still computes the same: F.linear, optimizer.step(), plain loops."""
+    for got, want in zip(_adam_run(th.optim.Adam, True), _adam_run(th.optim.Adam, False), strict=True):
+        th.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    x, weight = th.randn(64, 256), th.randn(256, 256)
+    assert not kernels._use_onednn(x, weight)
+    th.testing.assert_close(kernels.linear(x, weight), F.linear(x, weight))
+    targets, sources = [th.ones(3), th.zeros(2)], [th.zeros(3), th.ones(2)]
+    kernels.polyak_update(targets, sources, 0.25)
+    th.testing.assert_close(targets[0], th.full((3,), 0.75))
+    th.testing.assert_close(targets[1], th.full((2,), 0.25))
+
+
+def test_polyak_update_matches_sb3(fast):
+    from stable_baselines3.common.utils import polyak_update
+
+    gen = th.Generator().manual_seed(1)
+    sources = [th.randn(5, 3, generator=gen), th.randn(3, generator=gen)]
+    targets = [th.randn(5, 3, generator=gen), th.randn(3, generator=gen)]
+    expected = [t.clone() for t in targets]
+    polyak_update(sources, expected, 0.005)
+    kernels.polyak_update(targets, sources, 0.005)
+    for got, want in zip(targets, expected, strict=True):
+        th.testing.assert_close(got, want)

@@ -4,12 +4,13 @@ The fast CPU kernels, and every private PyTorch API the package uses, in one pla
 The maths of every network and loss is written once, with autograd, in the module that owns it. What makes it fast on
 a CPU comes from here, through ordinary differentiable functions:
 
-* :func:`linear` and :func:`batched_linear` (the dense layers of the SAC networks, the dual and the ensemble): on CPUs
-  with AVX-512, float32 products with at least ``tuning.ONEDNN_MIN_FEATURES`` features go through oneDNN's matmul
-  (``torch.ops.mkldnn._linear_pointwise``), which runs these 256-wide layers up to twice as fast as the BLAS behind
-  ``torch.mm`` there (on AVX2-only CPUs the BLAS is faster, and is used); batched products are split so that every thread gets
-  the same number of matrices (:func:`batched_matmul`). Both are :class:`torch.autograd.Function` s whose backward
-  runs the same kernels.
+* :func:`linear`, the dense layers of the SAC networks and of the dual: a :class:`torch.autograd.Function` whose
+  forward and backward products go, on CPUs with AVX-512, through oneDNN's float32 matmul
+  (``torch.ops.mkldnn._linear_pointwise``, for products with at least ``tuning.ONEDNN_MIN_FEATURES`` features),
+  which runs these 256-wide layers up to twice as fast as the BLAS behind ``torch.mm`` there (on AVX2-only CPUs the
+  BLAS is faster, and is used);
+* :func:`batched_linear`, the ensemble's layers: without autograd (rollouts), split so that every thread gets the
+  same number of matrices (:func:`batched_matmul`);
 * :func:`fused_adam_step`: Adam's fused CPU kernel (``torch._fused_adam_``) called directly on kept lists of tensors,
   which at these sizes costs a fraction of ``optimizer.step()``;
 * :func:`polyak_update`: the target-network update as two multi-tensor ops (``torch._foreach_*``).
@@ -193,35 +194,20 @@ def batched_matmul(a: th.Tensor, b: th.Tensor, bias: th.Tensor | None = None) ->
     return out
 
 
-class _BatchedLinear(th.autograd.Function):
-    @staticmethod
-    def forward(x: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
-        return batched_matmul(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: th.Tensor) -> None:
-        x, weight, _ = inputs
-        ctx.save_for_backward(x, weight)
-
-    @staticmethod
-    def backward(ctx: Any, grad: th.Tensor) -> tuple[th.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        grad_x = batched_matmul(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_w = batched_matmul(x.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
-
-
 def batched_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
     """
-    ``bias + x @ weight`` per batch element (an ensemble layer); differentiable, over :func:`batched_matmul`.
+    ``bias + x @ weight`` per batch element (an ensemble layer), differentiable.
+
+    Under autograd it is ``th.baddbmm`` (the thread-balanced split of :func:`batched_matmul` did not pay inside a
+    training step: 35.2 against 33.6 ms per ensemble step on an AVX2 CPU, ``benchmarks/hot_loops.py``); without
+    autograd (rollouts, holdout evaluation) it is :func:`batched_matmul`.
 
     :param x: ``(batch, n, in_features)``
     :param weight: ``(batch, in_features, out_features)``
     :param bias: ``(batch, 1, out_features)``
     """
     if th.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
-        return _BatchedLinear.apply(x, weight, bias)
+        return th.baddbmm(bias, x, weight)
     return batched_matmul(x, weight, bias)
 
 
@@ -305,8 +291,8 @@ class AdamKernel:
     ``optimizer.step()`` regroups its tensors by device and dtype and checks its settings on every call, which costs
     more than the update itself for small networks stepped thousands of times. This class does that work once: the
     first :meth:`step` goes through ``optimizer.step()`` (which also creates the optimizer state), later ones call
-    the fused kernel (:func:`sb3_tom.fused_adam_step`) on the lists it kept — the kernel ``optimizer.step()`` itself runs with
-    ``fused=True``. Where that kernel does not apply (not CPU float32, ``differentiable``, ``capturable``, a tensor
+    the fused kernel (:func:`fused_adam_step`) on the lists it kept, the kernel ``optimizer.step()`` itself runs
+    with ``fused=True``. Where that kernel does not apply (not CPU float32, ``differentiable``, ``capturable``, a tensor
     learning rate, a missing kernel), every step goes through ``optimizer.step()``.
 
     Build a new one whenever the optimizer's settings (e.g. its learning rate) may have changed.
@@ -320,9 +306,6 @@ class AdamKernel:
         self.params = params
         self._kernel: dict[str, Any] | None = None
         group = optimizer.param_groups[0] if len(optimizer.param_groups) == 1 else None
-        kernel_name = "_fused_adamw_" if type(optimizer) is th.optim.AdamW else "_fused_adam_"
-        if group is not None and group.get("decoupled_weight_decay") and type(optimizer) is th.optim.Adam:
-            kernel_name = "_fused_adamw_"
         self._usable = (
             type(optimizer) in (th.optim.Adam, th.optim.AdamW)
             and group is not None
@@ -332,7 +315,7 @@ class AdamKernel:
             and not isinstance(group["lr"], th.Tensor)
             and fused_adam_usable(params)
         )
-        self._decoupled = kernel_name == "_fused_adamw_"
+        self._decoupled = type(optimizer) is th.optim.AdamW or bool(group and group.get("decoupled_weight_decay"))
 
     def _prepare(self) -> None:
         group = self.optimizer.param_groups[0]

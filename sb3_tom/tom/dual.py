@@ -7,7 +7,6 @@ import torch as th
 from torch import nn
 
 from sb3_tom.buffers import Transitions
-from sb3_tom.dense import Dense, linear_layers
 from sb3_tom.kernels import AdamKernel, linear
 from sb3_tom.tom.divergence import get_f_divergence
 
@@ -48,9 +47,11 @@ def residuals(
     next_actions: th.Tensor,
     gamma: float,
 ) -> th.Tensor:
-    """``e(s, a, s') = r + γ (1 - terminated) Q(s', a') - Q(s, a)`` for a batch."""
-    next_q = dual(data.next_observations, next_actions)
-    return log_ratio + gamma * (1.0 - data.terminated) * next_q - dual(data.observations, data.actions)
+    """``e(s, a, s') = r + γ (1 - terminated) Q(s', a') - Q(s, a)`` for a batch (one pass of the dual network)."""
+    next_q, q = dual(th.cat([data.next_observations, data.observations]), th.cat([next_actions, data.actions])).split(
+        len(data)
+    )
+    return log_ratio + gamma * (1.0 - data.terminated) * next_q - q
 
 
 @dataclass
@@ -87,9 +88,6 @@ class DualTrainer:
         self.gamma = gamma
         self.batch_size = batch_size
         self.optimizer = th.optim.Adam(dual.parameters(), lr=learning_rate, weight_decay=weight_decay)
-        layers = linear_layers(dual.net)
-        assert layers is not None, "DualValue.net is a Sequential of Linear/ReLU layers"
-        self.dense = Dense.of(layers)
 
     def train(
         self,
@@ -131,10 +129,5 @@ class DualTrainer:
         :param batch: Buffer transitions; ``log_ratio`` their ``r(s, a, s')``.
         :param s0: Start states, ``a0`` the policy's actions there; ``next_actions`` the policy's actions at ``s'``.
         """
-        size = s0.shape[0]
-        # one dual pass for Q(s0, a0), Q(s', a') and Q(s, a)
-        q0, next_q, q = self.dual(
-            th.cat([s0, batch.next_observations, batch.observations]), th.cat([a0, next_actions, batch.actions])
-        ).split([size, size, len(batch)])
-        e = log_ratio + self.gamma * (1.0 - batch.terminated) * next_q - q
-        return (1 - self.gamma) * q0.mean() + self.divergence.conjugate_mean(e)
+        e = residuals(self.dual, batch, log_ratio, next_actions, self.gamma)
+        return (1 - self.gamma) * self.dual(s0, a0).mean() + self.divergence.conjugate_mean(e)

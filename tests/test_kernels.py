@@ -20,15 +20,30 @@ def no_private_apis(monkeypatch):
         monkeypatch.setitem(kernels.AVAILABLE, name, False)
 
 
+def _has_onednn_op() -> bool:
+    try:
+        return th.backends.mkldnn.is_available() and hasattr(th.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@pytest.mark.parametrize("onednn", [False, True], ids=["blas", "onednn"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [(32, 17, 256), (256, 256, 256), (300, 256, 1), (8, 6, 3)])
-def test_linear_matches_nn_linear(fast, relu, shape):
-    """Values and gradients (input, weight, bias) of kernels.linear equal F.linear's under autograd, on any path."""
+def test_linear_matches_nn_linear(fast, onednn, relu, shape, monkeypatch):
+    """
+    Values and gradients (input, weight, bias) of kernels.linear equal F.linear's under autograd, on any path; the
+    oneDNN path is forced where the op exists (it runs on AVX2 CPUs too, only slower), so every CPU tests it.
+    """
+    if onednn and not _has_onednn_op():
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    monkeypatch.setitem(kernels.AVAILABLE, "onednn", onednn)
     batch, n_in, n_out = shape
     gen = th.Generator().manual_seed(batch + n_out)
     x = th.randn(batch, n_in, generator=gen, requires_grad=True)
     weight = (th.randn(n_out, n_in, generator=gen) / n_in**0.5).requires_grad_(True)
     bias = th.randn(n_out, generator=gen, requires_grad=True)
+    assert kernels._use_onednn(x, weight) == (onednn and fast and min(n_in, n_out) >= 64 and batch >= 16)
     out = kernels.linear(x, weight, bias, relu=relu)
     expected = F.linear(x, weight, bias)
     expected = expected.relu() if relu else expected

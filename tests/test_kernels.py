@@ -38,6 +38,7 @@ def test_linear_matches_nn_linear(fast, onednn, relu, shape, monkeypatch):
     if onednn and not _has_onednn_op():
         pytest.skip("this PyTorch build has no oneDNN linear")
     monkeypatch.setitem(kernels.AVAILABLE, "onednn", onednn)
+    monkeypatch.setitem(kernels._enabled, "onednn", True)
     batch, n_in, n_out = shape
     gen = th.Generator().manual_seed(batch + n_out)
     x = th.randn(batch, n_in, generator=gen, requires_grad=True)

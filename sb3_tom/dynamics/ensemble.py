@@ -137,8 +137,9 @@ class GaussianEnsemble(nn.Module):
 
     def _network(self, x: th.Tensor, members: th.Tensor | None) -> GaussianPrediction:
         """The network: SiLU hidden layers, then the mean and the softly bounded log-variance."""
+        inplace = not th.is_grad_enabled()  # rollouts: no extra activation buffer per layer
         for layer in self.layers:
-            x = F.silu(layer(x, members))
+            x = F.silu(layer(x, members), inplace=inplace)
         mean, logvar = self.output_layer(x, members).split(self.output_dim, dim=-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)

@@ -14,6 +14,9 @@ commit. After every evaluation the agent and its replay buffer are checkpointed 
 of git): an interrupted study continues each run from its last checkpoint when started again, with no evaluation
 lost or repeated; a finished run is extended by asking for more steps. After resuming, MBPO's first update runs a
 full model round (the model buffer is not saved), where the uninterrupted run would have reused its last rollouts.
+A result whose checkpoint is gone (results are committed, checkpoints are not) counts as done up to its last
+evaluation and is never overwritten by a fresh run: extending it needs ``--restart``, which runs it again from
+step 0 and replaces the result only once the new run has passed it.
 
 ``--jobs 2`` runs two runs side by side with one torch thread each; ``--jobs 1`` runs one at a time with
 ``--threads`` threads (default: all cores).
@@ -121,7 +124,19 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
     eval_env = Monitor(gym.make(env_id, **make_kwargs))
     eval_env.reset(seed=seed + 10_000)
 
-    resume = latest_checkpoint(checkpoints)
+    previous = json.loads(result_path.read_text()) if result_path.exists() else {}
+    previous_steps = max((e["timesteps"] for e in previous.get("evaluations", [])), default=0)
+    resume = None if args.restart else latest_checkpoint(checkpoints)
+    if resume is None and previous_steps and not args.restart:
+        # results are committed, checkpoints are not: a fresh run here would silently replace a finished result
+        if previous_steps >= args.steps:
+            print(f"[{name}] done ({args.steps} steps, in {result_path}; no checkpoint)", flush=True)
+            return
+        sys.exit(
+            f"[{name}] {result_path} holds {previous_steps} steps but {checkpoints} has no checkpoint to extend it "
+            f"from. Pass --restart to run it again from step 0 (the new run replaces that result once it has passed "
+            f"{previous_steps} steps), or ask for --steps {previous_steps} or fewer."
+        )
     if resume is not None:
         state = json.loads((resume / "state.json").read_text())
         model = cls.load(resume / "agent.zip", env=env, device="cpu")
@@ -182,8 +197,9 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
             for old in checkpoints.glob("step_*"):
                 if old != target:
                     shutil.rmtree(old)
-            result_path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(result_path, state)
+            if step >= previous_steps:  # a restarted run keeps the old result until it has passed it
+                result_path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(result_path, state)
             print(
                 f"[{name}] step {step}: return {state['evaluations'][-1]['mean_return']:.1f} ({wall / 60:.1f} min)", flush=True
             )
@@ -209,6 +225,11 @@ def main() -> None:
     parser.add_argument(
         "--override", default="{}", help='constructor arguments replacing the shipped ones, per algorithm: {"sac": {...}}'
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="run again from step 0, ignoring checkpoints (needed to extend a result whose checkpoint is gone)",
+    )
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: interrupt a run
     parser.add_argument("--run", nargs=3, metavar=("ALGO", "ENV", "SEED"), help=argparse.SUPPRESS)  # one worker
     args = parser.parse_args()
@@ -227,6 +248,8 @@ def main() -> None:
         common += ["--threads", str(threads)]
     if args.stop_after is not None:
         common += ["--stop-after", str(args.stop_after)]
+    if args.restart:
+        common.append("--restart")
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads is not None else {})}
     print(f"{len(runs)} runs to {args.steps} steps, {args.jobs} at a time ({threads or 'default'} torch threads each)")
 

@@ -1,6 +1,7 @@
 """The study and report scripts of benchmarks/ run end to end on a tiny budget (subprocesses, real files)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +19,38 @@ TINY = {
 }  # fmt: skip
 
 
-def study(results: Path, checkpoints: Path, *extra: str) -> str:
+def study(results: Path, checkpoints: Path, *extra: str, ok: bool = True) -> str:
+    """Stdout (and stderr) of ``benchmarks/sample_efficiency.py``, which must succeed (``ok``) or fail."""
     command = [
         sys.executable, str(ROOT / "benchmarks" / "sample_efficiency.py"), "--algos", "mbpo_tom", "sac",
         "--envs", "Pendulum-v1", "--seeds", "0", "--eval-freq", "200", "--eval-episodes", "2", "--jobs", "2",
         "--results-dir", str(results), "--checkpoint-dir", str(checkpoints), "--override", json.dumps(TINY), *extra,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_study_never_overwrites_a_result_it_cannot_resume(tmp_path):
+    results, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
+    sac = ("--algos", "sac")
+    study(results, checkpoints, *sac, "--steps", "400")
+    path = results / "sac_Pendulum-v1_seed0.json"
+    kept = path.read_bytes()
+    # a study started where the results are committed but the (uncommitted) checkpoints are not
+    shutil.rmtree(checkpoints)
+    out = study(results, checkpoints, *sac, "--steps", "400")
+    assert "done (400 steps" in out and path.read_bytes() == kept
+    out = study(results, checkpoints, *sac, "--steps", "600", ok=False)
+    assert "has no checkpoint" in out and "--restart" in out and path.read_bytes() == kept
+    # --restart runs it again from step 0; the old result stays until the new run has passed it
+    out = study(results, checkpoints, *sac, "--steps", "600", "--restart", "--stop-after", "200")
+    assert "step 200" in out and path.read_bytes() == kept
+    out = study(results, checkpoints, *sac, "--steps", "600")
+    assert "resuming at step 200" in out
+    run = json.loads(path.read_text())
+    assert [e["timesteps"] for e in run["evaluations"]] == [200, 400, 600] and run["resumed_at"] == [200]
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ The deterministic policy is evaluated every ``--eval-freq`` steps on a separate 
 episodes). ``benchmarks/results/<algo>_<env>_seed<seed>.json`` holds the evaluations (timesteps, mean and
 per-episode returns, wall time), TOM's diagnostics of every model round, the hyperparameters, versions and git
 commit. After every evaluation the agent and its replay buffer are checkpointed under ``--checkpoint-dir`` (kept out
-of git): an interrupted study continues each run from its last checkpoint when started again, with no evaluation
-lost or repeated; a finished run is extended by asking for more steps. After resuming, MBPO's first update runs a
+of git), once SB3 has stored and trained on that step's transition: an interrupted study continues each run from its
+last checkpoint when started again, with no evaluation or transition lost or repeated; a finished run is extended by asking for more steps. After resuming, MBPO's first update runs a
 full model round (the model buffer is not saved), where the uninterrupted run would have reused its last rollouts.
 A result whose checkpoint is gone (results are committed, checkpoints are not) counts as done up to its last
 evaluation and is never overwritten by a fresh run: extending it needs ``--restart``, which runs it again from
@@ -167,7 +167,26 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
     started = time.perf_counter()
     base_wall = float(state["wall_time_s"])
 
+    def checkpoint() -> None:
+        step = model.num_timesteps
+        state["steps"] = step
+        target = checkpoints / f"step_{step}"
+        target.mkdir(parents=True, exist_ok=True)
+        model.save(target / "agent.zip")
+        model.save_replay_buffer(target / "replay_buffer.pkl")
+        write_json(target / "state.json", state)
+        for old in checkpoints.glob("step_*"):
+            if old != target:
+                shutil.rmtree(old)
+        if step >= previous_steps:  # a restarted run keeps the old result until it has passed it
+            result_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(result_path, state)
+
     class EvaluateAndCheckpoint(BaseCallback):
+        """Evaluates at every ``eval_freq``-th step, and checkpoints once SB3 has stored and trained on that step."""
+
+        pending = False
+
         def _on_step(self) -> bool:
             step = self.model.num_timesteps
             if step % args.eval_freq != 0:
@@ -188,26 +207,26 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
                 state["model_rounds"] += recorder.rounds
                 recorder.rounds.clear()
             state["wall_time_s"] = wall
-            state["steps"] = step
-            target = checkpoints / f"step_{step}"
-            target.mkdir(parents=True, exist_ok=True)
-            self.model.save(target / "agent.zip")
-            self.model.save_replay_buffer(target / "replay_buffer.pkl")
-            write_json(target / "state.json", state)
-            for old in checkpoints.glob("step_*"):
-                if old != target:
-                    shutil.rmtree(old)
-            if step >= previous_steps:  # a restarted run keeps the old result until it has passed it
-                result_path.parent.mkdir(parents=True, exist_ok=True)
-                write_json(result_path, state)
             print(
                 f"[{name}] step {step}: return {state['evaluations'][-1]['mean_return']:.1f} ({wall / 60:.1f} min)", flush=True
             )
-            return not (args.stop_after is not None and step >= args.stop_after)
+            self.pending = True
+            return True
+
+        def _on_rollout_start(self) -> None:
+            # the step's transition is stored (and trained on) after `_on_step`: the next rollout is the first moment
+            # a checkpoint holds it
+            if self.pending:
+                checkpoint()
+                self.pending = False
 
     # the recorder first: it reads what the last model round logged before the evaluation may dump the logger
-    callbacks = [EvaluateAndCheckpoint()] if recorder is None else [recorder, EvaluateAndCheckpoint()]
-    model.learn(args.steps - model.num_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=resume is None)
+    evaluate = EvaluateAndCheckpoint()
+    callbacks = [evaluate] if recorder is None else [recorder, evaluate]
+    until = args.steps if args.stop_after is None else min(args.steps, args.stop_after)
+    model.learn(until - model.num_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=resume is None)
+    if evaluate.pending:
+        checkpoint()
 
 
 def main() -> None:

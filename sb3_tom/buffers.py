@@ -75,6 +75,23 @@ def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.
     )
 
 
+def end_last_episode(buffer: ReplayBuffer) -> None:
+    """
+    Mark the newest stored transition as a time-limit truncation (``dones = timeouts = 1``) unless it already ends an
+    episode: the env is about to be reset in the middle of that episode, so the next stored transition starts a new
+    one. Not a terminal: targets still bootstrap through it (``terminated = dones * (1 - timeouts)``). With
+    ``optimize_memory_usage`` its next observation is about to be overwritten by the reset one, so it becomes a
+    terminal instead, as SB3 itself does there.
+    """
+    if real_buffer_size(buffer) == 0:
+        return
+    last = (buffer.pos - 1) % buffer.buffer_size
+    unfinished = buffer.dones[last] == 0
+    if not buffer.optimize_memory_usage:
+        buffer.timeouts[last][unfinished] = 1.0
+    buffer.dones[last][unfinished] = 1.0
+
+
 def recent_mask(n: int, window: int, device: th.device | str = "cpu") -> th.Tensor:
     """Mask of the ``window`` most recent of ``n`` chronologically ordered transitions (the current policy's footprint)."""
     mask = th.zeros(n, dtype=th.bool, device=device)

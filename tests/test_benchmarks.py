@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from stable_baselines3.common.save_util import load_from_pkl
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -70,6 +71,9 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
             assert run["versions"]["git_commit"] and run["hyperparameters"]["learning_starts"] == 200
         # one checkpoint per run is kept (the newest), outside the results
         assert [p.name for p in (cut / "checkpoints" / name).iterdir()] == ["step_600"]
+        # it holds every transition, also that of its own step (SB3 stores it after the callback's `_on_step`)
+        for folder in (whole, cut):
+            assert load_from_pkl(folder / "checkpoints" / name / "step_600" / "replay_buffer.pkl").pos == 600
     for folder in (whole, cut):
         # every model round's diagnostics, also those after resuming (the loaded agent learns its own model)
         tom = json.loads((folder / "results" / "mbpo_tom_Pendulum-v1_seed0.json").read_text())

@@ -11,8 +11,9 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from sb3_tom import MBPO
-from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions, real_transitions
+from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions, end_last_episode, real_transitions
 from sb3_tom.mbpo.schedule import rollout_length_at
+from sb3_tom.tom.start_states import episode_start_mask
 
 # Tiny settings so that a few hundred steps run in seconds
 FAST = dict(**TINY_MBPO, learning_starts=100, model_train_freq=100, rollout_batch_size=200, model_max_epochs=5)
@@ -73,6 +74,23 @@ def test_real_transitions_read_in_float32_chunks(monkeypatch, optimize_memory_us
     # step 9 was a truncation, not a terminal
     assert data.terminated.tolist() == [0, 0, 1, int(not handle_timeouts), 0, 0, 0]
     assert data.episode_ends is not None and data.episode_ends.tolist() == [0, 0, 1, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("optimize_memory_usage", [False, True])
+def test_end_last_episode_marks_only_an_unfinished_newest_transition(optimize_memory_usage):
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    buffer = ReplayBuffer(4, space, space, optimize_memory_usage=optimize_memory_usage, handle_timeout_termination=False)
+    end_last_episode(buffer)  # empty: nothing to mark
+    assert buffer.dones.sum() == 0
+    for t in range(5):  # wraps: the newest transition is row 0
+        buffer.add(np.zeros(2), np.zeros(2), np.zeros(2), np.array([t]), np.array([t == 1]), [{}])
+    end_last_episode(buffer)
+    ends = real_transitions(buffer, "cpu")
+    assert ends.episode_ends is not None and ends.episode_ends.tolist() == [1, 1, 0, 0]
+    # a cut episode is a truncation; with optimize_memory_usage (next observation overwritten) a terminal, as in SB3
+    assert ends.terminated.tolist() == [int(optimize_memory_usage), 1, 0, 0]
+    end_last_episode(buffer)  # already an episode end: unchanged
+    assert buffer.dones[:, 0].tolist() == [1, 1, 0, 0] and buffer.timeouts.sum() == int(not optimize_memory_usage)
 
 
 def test_mixed_batches_have_exact_real_count():
@@ -303,6 +321,32 @@ def test_load_runs_a_full_model_round_and_keeps_the_learned_termination(tmp_path
     loaded.learn(20, reset_num_timesteps=False)
     assert rounds == [301]
     assert loaded.model_buffer.all().terminated.sum() > 0
+
+
+def test_learn_that_resets_the_env_ends_the_stored_episode(tmp_path):
+    """
+    ``learn`` after ``load`` (or with SB3's default ``reset_num_timesteps=True``) resets the env in the middle of an
+    episode: the newest stored transition becomes a time-limit truncation, so that the next one starts an episode
+    (TOM's start states) while SAC and the model still bootstrap through it. A ``learn`` that continues does not.
+    """
+    model = fast_mbpo("HalfCheetah-v4", seed=0)  # 1000-step episodes: every cut below is mid-episode
+    model.learn(150)
+    model.learn(20, reset_num_timesteps=False)
+    assert model.replay_buffer.dones[:170].sum() == 0
+    model.save(tmp_path / "agent.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    loaded = MBPO.load(tmp_path / "agent.zip", env=make_vec_env("HalfCheetah-v4", n_envs=1))
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    loaded.learn(30, reset_num_timesteps=False)
+    loaded.learn(30)
+    buffer = loaded.replay_buffer
+    assert buffer.pos == 230
+    cuts = [169, 199]
+    assert np.flatnonzero(buffer.dones[:230, 0]).tolist() == cuts
+    assert np.flatnonzero(buffer.timeouts[:230, 0]).tolist() == cuts
+    data = real_transitions(buffer, "cpu")
+    assert float(data.terminated.sum()) == 0
+    assert episode_start_mask(data).nonzero().flatten().tolist() == [0, 170, 200]
 
 
 def test_load_without_replay_buffer_still_learns(tmp_path):

@@ -25,6 +25,7 @@ from sb3_tom.buffers import (
     ModelReplayBuffer,
     Transitions,
     chronological_indices,
+    end_last_episode,
     real_buffer_size,
     real_transitions,
 )
@@ -548,6 +549,9 @@ class MBPO(SAC):
             # A new run: its first update starts with a model round, and SAC never trains on the last run's rollouts
             self._last_model_train_step = -1
             self.model_buffer.clear()
+        if (reset_num_timesteps or self._last_obs is None) and self.replay_buffer is not None:
+            # SB3 resets the env (after ``load`` too): the stored episode is cut there, and the next one starts
+            end_last_episode(self.replay_buffer)
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
     def learn(

@@ -12,8 +12,9 @@ episodes). ``benchmarks/results/<algo>_<env>_seed<seed>.json`` holds the evaluat
 per-episode returns, wall time), TOM's diagnostics of every model round, the hyperparameters, versions and git
 commit. After every evaluation the agent and its replay buffer are checkpointed under ``--checkpoint-dir`` (kept out
 of git), once SB3 has stored and trained on that step's transition: an interrupted study continues each run from its
-last checkpoint when started again, with no evaluation or transition lost or repeated; a finished run is extended by asking for more steps. After resuming, MBPO's first update runs a
-full model round (the model buffer is not saved), where the uninterrupted run would have reused its last rollouts.
+last checkpoint when started again, with no evaluation or transition lost or repeated; a finished run is extended
+by asking for more steps. After resuming, MBPO's first update runs a full model round (the model buffer is not
+saved), where the uninterrupted run would have reused its last rollouts.
 A result whose checkpoint is gone (results are committed, checkpoints are not) counts as done up to its last
 evaluation and is never overwritten by a fresh run: extending it needs ``--restart``, which runs it again from
 step 0 and replaces the result only once the new run has passed it.

@@ -44,12 +44,12 @@ def run_name(algo: str, env_id: str, seed: int) -> str:
     return f"{algo}_{env_id}_seed{seed}"
 
 
-def settings(algo: str, env_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(constructor arguments, gym.make arguments)`` of a run."""
+def settings(algo: str, env_id: str) -> dict[str, Any]:
+    """Constructor arguments of a run (its env: ``zoo.make_env("mbpo", env_id)``, for SAC too)."""
     from sb3_tom import zoo
 
     if algo != "sac":
-        return zoo.hyperparameters(algo, env_id), zoo.env_kwargs(algo, env_id)
+        return zoo.hyperparameters(algo, env_id)
     import rl_zoo3
     import yaml
 
@@ -59,7 +59,7 @@ def settings(algo: str, env_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         entry.pop(key, None)
     # the same initial random exploration as MBPO, so that the curves are comparable from the first step
     entry["learning_starts"] = zoo.hyperparameters("mbpo", env_id)["learning_starts"]
-    return entry, zoo.env_kwargs("mbpo", env_id)
+    return entry
 
 
 def versions() -> dict[str, str]:
@@ -101,14 +101,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> None:
     """Run (or resume, or extend) one run up to ``args.steps`` env steps."""
-    import gymnasium as gym
     import torch as th
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
-    from sb3_tom import MBPO, MBPO_TOM
+    from sb3_tom import MBPO, MBPO_TOM, zoo
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tom_diagnostics import ModelRoundRecorder
@@ -118,11 +117,11 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
     name = run_name(algo, env_id, seed)
     checkpoints = Path(args.checkpoint_dir) / name
     result_path = Path(args.results_dir) / f"{name}.json"
-    params, make_kwargs = settings(algo, env_id)
+    params = settings(algo, env_id)
     params.update(json.loads(args.override).get(algo, {}))
     cls = {"mbpo_tom": MBPO_TOM, "mbpo": MBPO, "sac": SAC}[algo]
-    env = Monitor(gym.make(env_id, **make_kwargs))
-    eval_env = Monitor(gym.make(env_id, **make_kwargs))
+    env = Monitor(zoo.make_env("mbpo", env_id))
+    eval_env = Monitor(zoo.make_env("mbpo", env_id))
     eval_env.reset(seed=seed + 10_000)
 
     previous = json.loads(result_path.read_text()) if result_path.exists() else {}

@@ -14,7 +14,6 @@ import json
 import time
 from typing import Any
 
-import gymnasium as gym
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -82,7 +81,7 @@ def main() -> None:
         value = getattr(args, key)
         if value is not None:
             params[key] = value
-    env = gym.make(args.env, **zoo.env_kwargs("mbpo_tom", args.env))
+    env = zoo.make_env("mbpo_tom", args.env)
     model = MBPO_TOM("MlpPolicy", env, seed=args.seed, **params)
     print(f"MBPO_TOM on {args.env}, seed {args.seed}: {params}")
 

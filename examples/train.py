@@ -16,6 +16,7 @@ Outputs go to ``<log-dir>/<algo>_<env>_seed<seed>/``: ``agent.zip``, ``replay_bu
 
 import argparse
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -68,12 +69,14 @@ def plot_learning_curve(run_dir: Path, title: str) -> Path:
     return path
 
 
-def shipped_settings(algo: str, env_id: str) -> tuple[dict, dict, str]:
-    """``(constructor arguments, gym.make arguments, where they came from)`` for ``algo`` on ``env_id``."""
+def shipped_settings(algo: str, env_id: str) -> tuple[dict, Callable[[], gym.Env], str]:
+    """``(constructor arguments, a function that builds the env, where they came from)`` for ``algo`` on ``env_id``."""
     try:
-        return zoo.hyperparameters(algo, env_id), zoo.env_kwargs(algo, env_id), f"hyperparams/{algo}.yml, {env_id}"
+        params = zoo.hyperparameters(algo, env_id)
     except ValueError:
-        return {}, {}, f"the {ALGOS[algo].__name__} defaults (hyperparams/{algo}.yml has no entry for {env_id})"
+        source = f"the {ALGOS[algo].__name__} defaults (hyperparams/{algo}.yml has no entry for {env_id})"
+        return {}, lambda: gym.make(env_id), source
+    return params, lambda: zoo.make_env(algo, env_id), f"hyperparams/{algo}.yml, {env_id}"
 
 
 def main() -> None:
@@ -98,8 +101,8 @@ def main() -> None:
     run_dir = Path(args.log_dir) / f"{args.algo}_{args.env}_seed{args.seed}"
     checkpoints = run_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
-    params, make_kwargs, source = shipped_settings(args.algo, args.env)
-    env = Monitor(gym.make(args.env, **make_kwargs), str(run_dir / "monitor.csv"), override_existing=not args.resume)
+    params, make_env, source = shipped_settings(args.algo, args.env)
+    env = Monitor(make_env(), str(run_dir / "monitor.csv"), override_existing=not args.resume)
 
     resume_from = latest_checkpoint(checkpoints) if args.resume else None
     if resume_from is not None:
@@ -115,7 +118,7 @@ def main() -> None:
     callbacks = CallbackList(
         [
             EvalCallback(
-                Monitor(gym.make(args.env, **make_kwargs)),
+                Monitor(make_env()),
                 eval_freq=args.eval_freq,
                 n_eval_episodes=5,
                 deterministic=True,

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import gymnasium as gym
 import optuna
 
 from sb3_tom.tom.divergence import F_DIVERGENCES
@@ -86,9 +87,9 @@ def hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
 
         MBPO_TOM("MlpPolicy", "Hopper-v4", **hyperparameters("mbpo_tom", "Hopper-v4"))
 
-    Options of the environment itself (``env_kwargs``, e.g. Ant-v5's and Humanoid-v5's observation truncation as in
-    MBPO) are not included: RL Zoo passes them to ``gym.make``; do the same when building the env yourself
-    (:func:`env_kwargs`).
+    Options of the environment itself (``env_kwargs`` and ``env_wrapper``, e.g. Ant-v5's and Humanoid's observation
+    truncation as in MBPO) are not included: RL Zoo applies them when it builds the env; :func:`make_env` does the
+    same when you build it yourself.
 
     :raises ValueError: unknown ``algo``, or no entry for ``env_id``.
     """
@@ -98,14 +99,22 @@ def hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
     return params
 
 
-def env_kwargs(algo: str, env_id: str) -> dict[str, Any]:
+def make_env(algo: str, env_id: str) -> gym.Env:
     """
-    Keyword arguments of ``gym.make(env_id, ...)`` in the shipped hyperparameter file of ``algo`` (empty for most
-    environments).
+    ``env_id`` as RL Zoo builds it for ``algo`` from the shipped hyperparameter file: ``gym.make`` with its
+    ``env_kwargs``, then its ``env_wrapper`` (read by RL Zoo's own parser), e.g. Humanoid-v4 cut to MBPO's 45-D
+    observation::
+
+        MBPO_TOM("MlpPolicy", make_env("mbpo_tom", "Humanoid-v4"), **hyperparameters("mbpo_tom", "Humanoid-v4"))
 
     :raises ValueError: unknown ``algo``, or no entry for ``env_id``.
     """
-    return dict(_config_entry(algo, env_id).get("env_kwargs") or {})
+    from rl_zoo3.utils import get_wrapper_class
+
+    entry = _config_entry(algo, env_id)
+    env = gym.make(env_id, **(entry.get("env_kwargs") or {}))
+    wrap = get_wrapper_class(entry)
+    return env if wrap is None else wrap(env)
 
 
 def sample_mbpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:

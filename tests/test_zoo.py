@@ -17,7 +17,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from sb3_tom.wrappers import TruncatedObservation
 
 REPO = Path(__file__).resolve().parents[1]
 ALGOS = ["mbpo", "mbpo_tom"]
@@ -335,6 +338,26 @@ def test_shipped_hyperparameters_build_valid_agents(algo):
         hyperparameters(algo, "NoSuchEnv-v0")
     with pytest.raises(ValueError, match="Unknown algorithm"):
         hyperparameters("ppo", "Hopper-v4")
+
+
+@pytest.mark.parametrize("algo", ["mbpo", "mbpo_tom"])
+def test_shipped_humanoid_observation_is_mbpos_truncated_one(algo):
+    """Humanoid-v4 and -v5 as RL Zoo builds them from the shipped files: MBPO's 45-D ``qpos[2:], qvel``."""
+    from sb3_tom.zoo import make_env
+
+    for env_id in ["Humanoid-v4", "Humanoid-v5"]:
+        env = make_env(algo, env_id)
+        assert env.observation_space.shape == (45,), env_id
+        obs, _ = env.reset(seed=0)
+        for _ in range(3):
+            data = env.unwrapped.data  # type: ignore[attr-defined]
+            np.testing.assert_allclose(obs, np.concatenate([data.qpos[2:], data.qvel]), err_msg=env_id)
+            obs, *_ = env.step(env.action_space.sample())
+    # the wrapper only cuts: other envs come out of make_env as gym.make builds them (with their env_kwargs)
+    assert make_env(algo, "Ant-v5").observation_space.shape == (27,)
+    assert make_env(algo, "Hopper-v4").observation_space.shape == (11,)
+    with pytest.raises(ValueError, match="size must be in"):
+        TruncatedObservation(make_env(algo, "Hopper-v4"), 12)
 
 
 @pytest.mark.slow

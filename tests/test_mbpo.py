@@ -102,7 +102,7 @@ def test_mixed_batches_have_exact_real_count():
     for batch_size in (256, 64, 100):
         batch = sampler.sample(batch_size)
         n_model = int((batch.rewards == 1e6).sum())
-        assert batch_size - n_model == round(0.05 * batch_size)
+        assert batch_size - n_model == {256: 12, 64: 3, 100: 5}[batch_size]  # int(), as MBPO: 12 of 256, not 13
         assert batch.observations.shape == (batch_size, 3)
         assert batch.dones.shape == (batch_size, 1)
 

@@ -59,7 +59,7 @@ class MBPO(SAC):
     SAC trained mostly on short branched rollouts of a learned probabilistic dynamics ensemble. Every
     ``model_train_freq`` environment steps the ensemble is retrained on the real replay buffer, then
     ``rollout_batch_size`` start states are drawn from the real buffer and rolled ``k`` steps with the current
-    policy into the model buffer. Each SAC batch mixes ``round(real_ratio * batch_size)`` real transitions with
+    policy into the model buffer. Each SAC batch mixes ``int(real_ratio * batch_size)`` real transitions with
     model transitions.
 
     Paper: https://arxiv.org/abs/1906.08253

@@ -315,6 +315,24 @@ def test_tom_logs_diagnostics_and_weights_normalised():
     assert w.mean() == pytest.approx(1.0, rel=1e-4)
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_start_states_are_drawn_from_clipped_or_official_unclipped_weights(clip):
+    """The default draws rollout starts ∝ the clipped weights the model was fit with; the official code ∝ raw ``w``."""
+    model = fast_tom(seed=0, weight_clip=1.5, clip_start_state_weights=clip)
+    model.set_logger(configure(None, [""]))
+    drawn: list[th.Tensor] = []
+    original = model._rollout
+    model._rollout = lambda pool, p=None: (drawn.append(p), original(pool, p))[1]  # type: ignore[method-assign]
+    model.learn(500)
+    assert model.logger.name_to_value["tom/active"] == 1 and model.logger.name_to_value["tom/weight_clipped_fraction"] > 0
+    probabilities = drawn[-1]
+    assert probabilities is not None and len(probabilities) == 401  # one per real transition at the last round
+    if clip:
+        assert float(probabilities.max()) == pytest.approx(1.5)
+    else:  # normalised (mean 1 over the buffer), never clipped: ∝ the raw weights
+        assert float(probabilities.max()) > 1.5 and float(probabilities.mean()) == pytest.approx(1.0, rel=1e-4)
+
+
 def record_rounds(model: MBPO_TOM) -> list[tuple[int, int]]:
     """``(num_timesteps, tom/active)`` of every model round ``model`` runs from now on."""
     rounds: list[tuple[int, int]] = []

@@ -115,6 +115,8 @@ class MBPO_TOM(MBPO):
         the official code's scheme: the holdout is drawn first and its error weighted by ``min(raw w, weight_clip)``,
         and every epoch's training minibatches are drawn from the rest ∝ ``min(raw w, weight_clip)`` (plain NLL).
     :param weighted_start_states: Draw rollout start states ∝ the weights (not in the paper's Algorithm 1).
+    :param clip_start_state_weights: Draw them ∝ the weights clipped at ``weight_clip`` (those of ``"weighted_nll"``);
+        False: ∝ the unclipped weights, as the official code.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
     """
 
@@ -183,6 +185,7 @@ class MBPO_TOM(MBPO):
         weight_clip: float | None = 10.0,
         weight_mode: str = "weighted_nll",
         weighted_start_states: bool = True,
+        clip_start_state_weights: bool = True,
         _init_setup_model: bool = True,
     ) -> None:
         self.policy_buffer_size = policy_buffer_size
@@ -203,6 +206,7 @@ class MBPO_TOM(MBPO):
         self.weight_clip = weight_clip
         self.weight_mode = weight_mode
         self.weighted_start_states = weighted_start_states
+        self.clip_start_state_weights = clip_start_state_weights
         self._weight_reference: float | None = None
         self._validate_tom_hyperparameters()
         super().__init__(
@@ -367,7 +371,9 @@ class MBPO_TOM(MBPO):
             self._fit_dynamics(data, sample_weight=weights)
         else:  # the official scheme: raw weights clipped, never normalised; holdout first, minibatches resampled
             self._fit_dynamics(data, sample_weight=clip_weights(raw, self.weight_clip), resample=True)
-        return weights if self.weighted_start_states else None
+        if not self.weighted_start_states:
+            return None
+        return weights if self.clip_start_state_weights else normalized
 
     def _train_log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
         """``r(s, a, s')`` of every transition: the new discriminator's logit, or the recent-window indicator."""

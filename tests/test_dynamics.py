@@ -303,7 +303,10 @@ def test_warm_started_rounds_adapt_every_member_to_new_data():
 
 
 def test_resample_draws_the_holdout_first_weights_it_and_redraws_training_rows_each_epoch(monkeypatch):
-    """TOM's official scheme: no row is both holdout and training, zero-weight rows never train, a new draw per epoch."""
+    """
+    TOM's official scheme: a 10% holdout drawn first, no row both holdout and training, zero-weight rows never train,
+    every epoch 100 new minibatches per member drawn ∝ the weights, at most 30 epochs.
+    """
     obs, act, rew, next_obs = make_data(1000)
     weights = th.ones(1000)
     weights[::2] = 0.0  # even rows: never trained on
@@ -318,7 +321,7 @@ def test_resample_draws_the_holdout_first_weights_it_and_redraws_training_rows_e
     assert len(draws) == 3 and not th.equal(draws[0], draws[1])
     trained = draws[-1]
     hold = splits[0][0]
-    assert trained.shape == (5, 800)
+    assert len(hold) == 100 and trained.shape == (5, 100 * trainer.batch_size)
     assert not (set(th.cat(draws).flatten().tolist()) & set(hold.tolist()))
     assert bool((th.cat(draws) % 2 == 1).all())
     # rows of weight 9 are drawn about 9x as often as rows of weight 1
@@ -328,3 +331,8 @@ def test_resample_draws_the_holdout_first_weights_it_and_redraws_training_rows_e
     assert all(th.equal(w, weights[hold]) for w in evaluated)
     with pytest.raises(ValueError, match="needs a sample_weight"):
         trainer.fit(obs, act, rew, next_obs, resample=True)
+    # without a cap of its own the trainer stops at the official 30 epochs (here every epoch counts as progress)
+    endless = EnsembleTrainer(small_ensemble(), batch_size=8, improvement_threshold=-1e9)
+    assert endless.fit(obs, act, rew, next_obs, sample_weight=weights, resample=True).epochs == 30
+    endless.max_epochs = 35  # MBPO's own scheme has no such cap
+    assert endless.fit(obs, act, rew, next_obs).epochs == 35

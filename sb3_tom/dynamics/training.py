@@ -72,6 +72,11 @@ class EnsembleTrainer:
     :param improvement_threshold: Relative holdout-MSE improvement that counts as progress.
     """
 
+    #: TOM's official resampling scheme (``fit(resample=True)``): holdout fraction, minibatches per epoch, epoch cap
+    RESAMPLE_HOLDOUT_RATIO = 0.1
+    RESAMPLE_BATCHES_PER_EPOCH = 100
+    RESAMPLE_MAX_EPOCHS = 30
+
     def __init__(
         self,
         ensemble: GaussianEnsemble,
@@ -140,9 +145,12 @@ class EnsembleTrainer:
         :param sample_weight: Optional non-negative per-transition weights (``(n,)``): the NLL of each sample
             is multiplied by its weight (weighted maximum likelihood); the holdout metrics are weighted too.
             Weights are used as given (normalise them beforehand if you want mean 1).
-        :param resample: Use ``sample_weight`` as TOM's official code does instead: the holdout is drawn first
-            (uniformly) and its metrics are weighted, and every epoch each member's training rows are drawn from the
-            rest with replacement ∝ ``sample_weight`` (in place of the fixed bootstrap), with a plain NLL.
+        :param resample: Use ``sample_weight`` as TOM's official code does instead: the holdout
+            (``RESAMPLE_HOLDOUT_RATIO`` of the rows, at most ``max_holdout``) is drawn first (uniformly) and its
+            metrics are weighted; every epoch is ``RESAMPLE_BATCHES_PER_EPOCH`` minibatches per member drawn from the
+            rest with replacement ∝ ``sample_weight`` (in place of the fixed bootstrap), with a plain NLL; at most
+            ``RESAMPLE_MAX_EPOCHS`` epochs. Early stopping and elites still use the weighted holdout MSE (the official
+            code stops on its single network's weighted holdout NLL).
         """
         start = time.perf_counter()
         ensemble = self.ensemble
@@ -158,7 +166,10 @@ class EnsembleTrainer:
         elif resample:
             raise ValueError("resample=True needs a sample_weight to draw the training rows from.")
 
-        hold_idx, train_idx = self._split(n, device)
+        hold_idx, train_idx = self._split(n, device, self.RESAMPLE_HOLDOUT_RATIO if resample else self.holdout_ratio)
+        max_epochs = self.max_epochs
+        if resample:
+            max_epochs = min(max_epochs or self.RESAMPLE_MAX_EPOCHS, self.RESAMPLE_MAX_EPOCHS)
         n_holdout, n_train = hold_idx.shape[0], train_idx.shape[0]
         if n_train < 2:
             raise ValueError(f"Not enough transitions ({n}) to train the dynamics model.")
@@ -194,16 +205,18 @@ class EnsembleTrainer:
         while True:
             epoch += 1
             if train_probabilities is not None:
-                bootstrap = self._training_rows(train_idx, n_members, train_probabilities)
+                n_rows = self.RESAMPLE_BATCHES_PER_EPOCH * self.batch_size
+                bootstrap = self._training_rows(train_idx, n_members, train_probabilities, n_rows)
             # A fresh visiting order of the bootstrap columns every epoch. One permutation serves all members:
             # each member's bootstrap is an i.i.d. draw, so any order of it independent of the draw is again an
             # i.i.d. sequence, independent across members (as one shuffle per member would give), for n_train
             # indices instead of an argsort of n_members x n_train random keys.
-            order = th.randperm(n_train, device=device)
+            n_rows = bootstrap.shape[1]
+            order = th.randperm(n_rows, device=device)
             # Running sum in one tensor: thousands of kept scalar tensors fragment the heap of a 1M-row round
             loss_sum = th.zeros((), device=device)
             n_batches = 0
-            for start_b in range(0, n_train, self.batch_size):
+            for start_b in range(0, n_rows, self.batch_size):
                 # Minibatch indices of each member (gathered per minibatch: no n_members x n_train copy per epoch)
                 idx = bootstrap[:, order[start_b : start_b + self.batch_size]]
                 weight = None if sample_weight is None or resample else sample_weight[idx]
@@ -214,7 +227,7 @@ class EnsembleTrainer:
             train_loss = float(loss_sum) / n_batches
 
             if n_holdout == 0:
-                if self.max_epochs is None or epoch >= self.max_epochs:
+                if max_epochs is None or epoch >= max_epochs:
                     break
                 continue
             mse, _ = self._evaluate(hold_inputs, hold_targets, hold_weights)
@@ -226,7 +239,7 @@ class EnsembleTrainer:
                 epochs_since_update = 0
             else:
                 epochs_since_update += 1
-            if epochs_since_update > self.patience or (self.max_epochs is not None and epoch >= self.max_epochs):
+            if epochs_since_update > self.patience or (max_epochs is not None and epoch >= max_epochs):
                 break
 
         if n_holdout > 0:
@@ -248,22 +261,26 @@ class EnsembleTrainer:
             member_holdout_mse=mse.tolist(),
         )
 
-    def _split(self, n: int, device: th.device) -> tuple[th.Tensor, th.Tensor]:
-        """A random holdout (``holdout_ratio`` of ``n`` rows, at most ``max_holdout``) and the training rows."""
-        n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
+    def _split(self, n: int, device: th.device, ratio: float) -> tuple[th.Tensor, th.Tensor]:
+        """A random holdout (``ratio`` of ``n`` rows, at most ``max_holdout``) and the training rows."""
+        n_holdout = min(int(n * ratio), self.max_holdout)
         perm = th.randperm(n, device=device)
         return perm[:n_holdout], perm[n_holdout:]
 
     @staticmethod
-    def _training_rows(train_idx: th.Tensor, n_members: int, probabilities: th.Tensor | None = None) -> th.Tensor:
+    def _training_rows(
+        train_idx: th.Tensor, n_members: int, probabilities: th.Tensor | None = None, n_rows: int | None = None
+    ) -> th.Tensor:
         """
         ``(n_members, n_train)`` rows each member trains on in an epoch: a uniform bootstrap of ``train_idx`` (with
-        replacement, independent per member), or a draw ∝ ``probabilities`` (one per row of ``train_idx``).
+        replacement, independent per member), or ``(n_members, n_rows)`` rows drawn ∝ ``probabilities`` (one per
+        row of ``train_idx``).
         """
         n_train = train_idx.shape[0]
         if probabilities is not None:
-            draws = th.multinomial(probabilities, n_members * n_train, replacement=True)
-            return train_idx[draws].view(n_members, n_train)
+            n_rows = n_train if n_rows is None else n_rows
+            draws = th.multinomial(probabilities, n_members * n_rows, replacement=True)
+            return train_idx[draws].view(n_members, n_rows)
         # positions mapped to rows in place, a column block at a time: no second n_members x n_train tensor
         bootstrap = th.randint(n_train, (n_members, n_train), device=train_idx.device)
         for block in bootstrap.split(tuning.BOOTSTRAP_BLOCK_COLUMNS, dim=1):

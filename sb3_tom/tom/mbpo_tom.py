@@ -112,8 +112,9 @@ class MBPO_TOM(MBPO):
     :param dual_gamma: Discount of the occupancy measures in the dual problem (None: ``gamma``).
     :param weight_clip: Clip of the normalised weights (None: no clipping).
     :param weight_mode: ``"weighted_nll"``: per-sample weighted NLL with normalised, clipped weights; ``"resample"``:
-        the official code's scheme: the holdout is drawn first and its error weighted by ``min(raw w, weight_clip)``,
-        and every epoch's training minibatches are drawn from the rest ∝ ``min(raw w, weight_clip)`` (plain NLL).
+        the official code's scheme: a 10% holdout is drawn first and its error weighted by ``min(raw w, weight_clip)``,
+        and every epoch's 100 training minibatches are drawn from the rest ∝ ``min(raw w, weight_clip)`` (plain NLL,
+        at most 30 epochs).
     :param weighted_start_states: Draw rollout start states ∝ the weights (not in the paper's Algorithm 1).
     :param clip_start_state_weights: Draw them ∝ the weights clipped at ``weight_clip`` (those of ``"weighted_nll"``);
         False: ∝ the unclipped weights, as the official code.

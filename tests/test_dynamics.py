@@ -241,7 +241,8 @@ def test_early_stopping_waits_more_than_patience_epochs_and_first_epoch_counts(m
     """
     MBPO resets every snapshot to (none, +inf) at the start of a round, so the first epoch always improves, and stops
     once ``epochs_since_update > patience``: with a holdout error that never improves after epoch 1, a round runs
-    1 + patience + 1 epochs and every member (and the shared log-variance bounds) ends as it was after epoch 1.
+    1 + patience + 1 epochs and every member ends as it was after epoch 1; the shared log-variance bounds, which are
+    no member's, keep their last value (MBPO's snapshots hold the members' layers only).
     """
     obs, act, rew, next_obs = make_data(1000)
     ens = small_ensemble()
@@ -250,24 +251,28 @@ def test_early_stopping_waits_more_than_patience_epochs_and_first_epoch_counts(m
     result = trainer.fit(obs, act, rew, next_obs)
     assert result.epochs == 7
     for name, value in ens.state_dict().items():
-        if name not in ("elite_indices", "trained"):
+        if name in ("max_logvar", "min_logvar"):
+            last_epoch = states[result.epochs - 1][name]  # (the evaluation after the restore comes last)
+            assert th.equal(value, last_epoch) and not th.equal(value, states[0][name]), name
+        elif name not in ("elite_indices", "trained"):
             assert th.equal(value, states[0][name]), name
 
 
-def test_each_member_restored_to_its_own_best_epoch_and_bounds_to_the_latest_snapshot(monkeypatch):
+def test_each_member_restored_to_its_own_best_epoch_and_bounds_kept_at_their_last_value(monkeypatch):
     obs, act, rew, next_obs = make_data(1000)
     ens = small_ensemble()
     trainer = EnsembleTrainer(ens, patience=2)
     # member m improves for the last time in epoch m + 1 (evaluation m); member 4 only in the first epoch
     mse = {0: [1.0] * 5, 1: [1.0, 0.5, 0.5, 0.5, 1.0], 2: [1.0, 0.5, 0.4, 0.4, 1.0]}
     states = scripted_holdout(monkeypatch, trainer, lambda call: mse.get(call, [1.0, 0.5, 0.4, 0.3, 1.0]))
-    assert trainer.fit(obs, act, rew, next_obs).epochs == 4 + 3
+    epochs = trainer.fit(obs, act, rew, next_obs).epochs
+    assert epochs == 4 + 3
     for name, param in ens.named_parameters():
         if param.shape[0] == ens.ensemble_size:
             for member, best_call in enumerate([0, 1, 2, 3, 0]):
                 assert th.equal(param[member], states[best_call][name][member]), (name, member)
-        else:  # shared log-variance bounds: from the epoch of the newest snapshot
-            assert th.equal(param, states[3][name]), name
+        else:  # shared log-variance bounds: as trained to the last epoch, as in MBPO
+            assert th.equal(param, states[epochs - 1][name]) and not th.equal(param, states[3][name]), name
 
 
 def test_warm_started_rounds_adapt_every_member_to_new_data():

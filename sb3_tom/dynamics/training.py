@@ -59,8 +59,8 @@ class EnsembleTrainer:
     (``holdout_ratio`` of the data, at most ``max_holdout``) drives early stopping. As in MBPO, each round starts
     with no snapshot (best holdout MSE +inf), so the first epoch always counts; training stops once no member
     improved its holdout MSE by more than ``improvement_threshold`` (relative) for more than ``patience`` epochs,
-    and every member is restored to its best snapshot of the round (the shared log-variance bounds to their value
-    at the newest snapshot). The ``num_elites`` best members become the elites.
+    and every member is restored to its best snapshot of the round (the shared log-variance bounds keep their last
+    value, as in MBPO). The ``num_elites`` best members become the elites.
 
     :param ensemble: The model to train.
     :param learning_rate: Adam learning rate.
@@ -287,20 +287,24 @@ class EnsembleTrainer:
             block.copy_(train_idx[block])
         return bootstrap
 
+    def _member_parameters(self) -> list[tuple[str, th.Tensor]]:
+        """The members' own parameters (leading ``ensemble_size`` axis): not the shared log-variance bounds."""
+        return [(name, p) for name, p in self.ensemble.named_parameters() if name not in ("max_logvar", "min_logvar")]
+
     def _snapshot(self, best_state: dict[str, th.Tensor], improved: th.Tensor) -> None:
         """
-        Copy the current parameters of the improved members into ``best_state``. The shared parameters (the
-        log-variance bounds) are copied with every snapshot, so they are restored as they were at the newest one.
+        Copy the current parameters of the improved members into ``best_state``. As in MBPO, a snapshot holds the
+        members' layers only: the shared log-variance bounds keep the value training left them at.
         """
-        for name, param in self.ensemble.named_parameters():
+        for name, param in self._member_parameters():
             value = param.detach()
-            if name in best_state and param.shape[0] == self.ensemble.ensemble_size:
+            if name in best_state:
                 mask = improved.view(-1, *([1] * (param.dim() - 1)))
                 best_state[name] = th.where(mask, value, best_state[name])
-            else:  # the first snapshot of the round (every member improves on +inf), or a shared parameter
+            else:  # the first snapshot of the round: every member improves on +inf
                 best_state[name] = value.clone()
 
     def _restore(self, best_state: dict[str, th.Tensor]) -> None:
         with th.no_grad():
-            for name, param in self.ensemble.named_parameters():
+            for name, param in self._member_parameters():
                 param.copy_(best_state[name])

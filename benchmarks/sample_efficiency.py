@@ -10,14 +10,14 @@ ones RL Zoo uses) and RL Zoo's own ``sac`` hyperparameters for SAC, with SAC's `
 The deterministic policy is evaluated every ``--eval-freq`` steps on a separate env (``--eval-episodes``
 episodes). ``benchmarks/results/<algo>_<env>_seed<seed>.json`` holds the evaluations (timesteps, mean and
 per-episode returns, wall time), TOM's diagnostics of every model round, the hyperparameters, versions and git
-commit. After every evaluation the agent and its replay buffer are checkpointed under ``--checkpoint-dir`` (kept out
-of git), once SB3 has stored and trained on that step's transition: an interrupted study continues each run from its
-last checkpoint when started again, with no evaluation or transition lost or repeated; a finished run is extended
-by asking for more steps. After resuming, MBPO's first update runs a full model round (the model buffer is not
-saved), where the uninterrupted run would have reused its last rollouts.
-A result whose checkpoint is gone (results are committed, checkpoints are not) counts as done up to its last
-evaluation and is never overwritten by a fresh run: extending it needs ``--restart``, which runs it again from
-step 0 and replaces the result only once the new run has passed it.
+commit (those of a resumed run's earlier parts in ``earlier_versions``). After every evaluation the agent and its
+replay buffer are checkpointed under ``--checkpoint-dir`` (kept out of git), once SB3 has stored and trained on that
+step's transition: an interrupted study continues each run from its last checkpoint when started again, with no
+evaluation or transition lost or repeated; a finished run is extended by asking for more steps. After resuming,
+MBPO's first update runs a full model round (the model buffer is not saved), where the uninterrupted run would have
+reused its last rollouts. A result whose checkpoint is gone (results are committed, checkpoints are not) counts as
+done up to its last evaluation and is never overwritten by a fresh run: extending it needs ``--restart``, which runs
+it again from step 0 and replaces the result only once the new run has passed it.
 
 ``--jobs 2`` runs two runs side by side with one torch thread each; ``--jobs 1`` runs one at a time with
 ``--threads`` threads (default: all cores).
@@ -158,6 +158,8 @@ def train_one(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> No
             "wall_time_s": 0.0,
         }
         model = cls("MlpPolicy", env, seed=seed, device="cpu", **params)
+    if "versions" in state:  # a resumed run: keep what the earlier parts ran on (code, CPU) before the new part's
+        state.setdefault("earlier_versions", []).append(state["versions"])
     state["versions"] = versions()
     state["threads"] = th.get_num_threads()
     if state["evaluations"] and state["evaluations"][-1]["timesteps"] >= args.steps:

@@ -65,6 +65,9 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     for name in ["mbpo_tom_Pendulum-v1_seed0", "sac_Pendulum-v1_seed0"]:
         runs = [json.loads((d / "results" / f"{name}.json").read_text()) for d in (whole, cut)]
         assert [run["resumed_at"] for run in runs] == [[], [400]]
+        # the versions (code, CPU) of every part of a resumed run
+        assert [len(run.get("earlier_versions", [])) for run in runs] == [0, 1]
+        assert runs[1]["earlier_versions"][0]["git_commit"] == runs[1]["versions"]["git_commit"]
         for run in runs:
             assert [e["timesteps"] for e in run["evaluations"]] == [200, 400, 600]
             assert all(len(e["returns"]) == 2 and e["wall_time_s"] > 0 for e in run["evaluations"])

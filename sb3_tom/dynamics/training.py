@@ -205,12 +205,12 @@ class EnsembleTrainer:
         while True:
             epoch += 1
             if train_probabilities is not None:
-                n_rows = self.RESAMPLE_BATCHES_PER_EPOCH * self.batch_size
-                bootstrap = self._training_rows(train_idx, n_members, train_probabilities, n_rows)
+                resampled_rows = self.RESAMPLE_BATCHES_PER_EPOCH * self.batch_size
+                bootstrap = self._training_rows(train_idx, n_members, train_probabilities, resampled_rows)
             # A fresh visiting order of the bootstrap columns every epoch. One permutation serves all members:
             # each member's bootstrap is an i.i.d. draw, so any order of it independent of the draw is again an
-            # i.i.d. sequence, independent across members (as one shuffle per member would give), for n_train
-            # indices instead of an argsort of n_members x n_train random keys.
+            # i.i.d. sequence, independent across members (as one shuffle per member would give), for n_rows
+            # indices instead of an argsort of n_members x n_rows random keys.
             n_rows = bootstrap.shape[1]
             order = th.randperm(n_rows, device=device)
             # Running sum in one tensor: thousands of kept scalar tensors fragment the heap of a 1M-row round

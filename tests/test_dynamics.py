@@ -275,6 +275,29 @@ def test_each_member_restored_to_its_own_best_epoch_and_bounds_kept_at_their_las
             assert th.equal(param, states[epochs - 1][name]) and not th.equal(param, states[3][name]), name
 
 
+def test_real_halfcheetah_round_keeps_the_bounds_of_its_last_epoch():
+    """
+    On real HalfCheetah-v4 data (17-D observations with near-constant entries, 6-D actions) a round ends with every
+    member at its best epoch and the shared log-variance bounds as the last epoch left them (MBPO's snapshots).
+    """
+    th.manual_seed(0)
+    data = env_transitions("HalfCheetah-v4", 2000, seed=0)[:4]
+    ens = GaussianEnsemble(17, 6, ensemble_size=5, num_elites=3, hidden_sizes=(64, 64))
+    trainer = EnsembleTrainer(ens, patience=2, max_epochs=40)
+    bounds = []
+    evaluate = trainer._evaluate
+
+    def recording(*args):
+        bounds.append((ens.max_logvar.detach().clone(), ens.min_logvar.detach().clone()))
+        return evaluate(*args)
+
+    trainer._evaluate = recording  # type: ignore[method-assign]
+    result = trainer.fit(*data)
+    last_epoch = bounds[result.epochs - 1]
+    assert th.equal(ens.max_logvar, last_epoch[0]) and th.equal(ens.min_logvar, last_epoch[1])
+    assert not th.equal(ens.max_logvar, bounds[0][0])  # they did move during the round
+
+
 def test_resample_fits_the_weighted_part_of_real_hopper_data():
     """
     The official resampling scheme on real Hopper-v4 data (11-D observations, 3-D actions): with all weight on the

@@ -15,7 +15,8 @@ ActionSampler = Callable[[th.Tensor], th.Tensor]
 
 class DualValue(nn.Module):
     """
-    The dual variable ``Q(s, a)``: an MLP with ReLU hidden layers.
+    The dual variable ``Q(s, a)``: an MLP with ReLU hidden layers, initialised as the official code's ``QNetwork``
+    (Xavier-uniform weights with gain 1, zero biases).
 
     :param obs_dim: Observation size.
     :param action_dim: Action size.
@@ -31,6 +32,10 @@ class DualValue(nn.Module):
             last = size
         layers.append(nn.Linear(last, 1))
         self.net = nn.Sequential(*layers)
+        for module in self.net:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
         x = th.cat([obs, actions], dim=-1)

@@ -553,6 +553,30 @@ def test_full_typed_signature_and_docstring():
     assert inspect.signature(MBPO_TOM.learn).parameters["callback"].annotation == MaybeCallback
 
 
+def test_every_mbpo_argument_reaches_mbpo(monkeypatch):
+    """MBPO_TOM hands each of MBPO's constructor arguments, as given, to ``MBPO.__init__`` and keeps its own."""
+    import inspect
+
+    from sb3_tom import MBPO
+
+    names = [name for name in inspect.signature(MBPO.__init__).parameters if name != "self"]
+    given = {name: object() for name in names}  # a distinct value each: a swapped or dropped argument shows
+    received: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(self, **kwargs):
+        received.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(MBPO, "__init__", record)
+    with pytest.raises(Stop):
+        MBPO_TOM(**given, policy_buffer_size=123, f_divergence="kl")
+    assert received.keys() == given.keys()
+    assert all(received[name] is given[name] for name in names)
+
+
 @pytest.mark.parametrize("name", ["chi", "kl"])
 def test_f_divergence_gradient_and_normalisation(name):
     """The weights are the derivative of the conjugate term (``f*'``), and normalised they have mean 1 on the buffer."""

@@ -1,5 +1,6 @@
 """MBPO_TOM: MBPO whose dynamics model is learned by TOM (Transition Occupancy Matching)."""
 
+import inspect
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -27,6 +28,9 @@ from sb3_tom.tom.weights import (
 )
 
 WEIGHT_MODES = ("weighted_nll", "resample")
+#: MBPO's constructor arguments: MBPO_TOM repeats them in its signature (types and defaults for IDEs and ``help``)
+#: and hands them on as given
+_MBPO_ARGUMENTS = frozenset(inspect.signature(MBPO.__init__).parameters) - {"self"}
 
 
 class MBPO_TOM(MBPO):
@@ -210,52 +214,7 @@ class MBPO_TOM(MBPO):
         self.clip_start_state_weights = clip_start_state_weights
         self._weight_reference: float | None = None
         self._validate_tom_hyperparameters()
-        super().__init__(
-            policy=policy,
-            env=env,
-            learning_rate=learning_rate,
-            buffer_size=buffer_size,
-            learning_starts=learning_starts,
-            batch_size=batch_size,
-            tau=tau,
-            gamma=gamma,
-            train_freq=train_freq,
-            gradient_steps=gradient_steps,
-            action_noise=action_noise,
-            replay_buffer_class=replay_buffer_class,
-            replay_buffer_kwargs=replay_buffer_kwargs,
-            ent_coef=ent_coef,
-            target_update_interval=target_update_interval,
-            target_entropy=target_entropy,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            use_sde_at_warmup=use_sde_at_warmup,
-            model_train_freq=model_train_freq,
-            rollout_batch_size=rollout_batch_size,
-            rollout_length=rollout_length,
-            model_retain_epochs=model_retain_epochs,
-            real_ratio=real_ratio,
-            epoch_length=epoch_length,
-            ensemble_size=ensemble_size,
-            num_elites=num_elites,
-            dynamics_hidden_sizes=dynamics_hidden_sizes,
-            dynamics_learning_rate=dynamics_learning_rate,
-            dynamics_weight_decays=dynamics_weight_decays,
-            dynamics_batch_size=dynamics_batch_size,
-            model_holdout_ratio=model_holdout_ratio,
-            model_max_holdout=model_max_holdout,
-            model_patience=model_patience,
-            model_max_epochs=model_max_epochs,
-            termination_fn=termination_fn,
-            fast_update=fast_update,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=_init_setup_model,
-        )
+        super().__init__(**{name: value for name, value in locals().items() if name in _MBPO_ARGUMENTS})
 
     def _validate_tom_hyperparameters(self) -> None:
         require = self._require

@@ -9,6 +9,8 @@ Writes into the results folder:
   bootstrap band;
 - ``tom_diagnostics_<env>.png``: TOM's discriminator accuracy, weight ESS fraction and recent-weight ratio at every
   model round (mean over seeds, one faint line per seed);
+- ``model_error_<env>.png``: the model's error on each round's new real transitions (``model/new_data_mse``: the
+  current policy's, not yet trained on), MBPO_TOM against MBPO, for the runs that logged it;
 - ``summary.md`` and ``summary.json``: returns at fixed steps (mean, IQM and their 95% bootstrap CIs over seeds),
   the probability that MBPO_TOM improves on MBPO, and the steps each run needed to reach fixed return thresholds.
 
@@ -36,6 +38,7 @@ LABELS = {"mbpo_tom": "MBPO_TOM", "mbpo": "MBPO", "sac": "SAC"}
 CHECKPOINTS = (10_000, 15_000, 20_000, 30_000)
 THRESHOLDS = {"HalfCheetah": (1000, 3000), "Hopper": (500, 1000), "Walker2d": (500, 1000)}
 DIAGNOSTICS = ("tom/discriminator_accuracy", "tom/weight_ess_fraction", "tom/recent_weight_ratio")
+MODEL_ERROR = "model/new_data_mse"
 SEED = 0
 
 
@@ -140,6 +143,42 @@ def plot_diagnostics(env: str, runs: list[dict[str, Any]], out: Path) -> bool:
     return True
 
 
+def plot_model_error(env: str, by_algo: dict[str, list[dict[str, Any]]], out: Path) -> bool:
+    """The model's error on each round's new real transitions (``model/new_data_mse``), per algorithm and seed."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plotted = False
+    for color, algo in zip(("C0", "C1"), ("mbpo_tom", "mbpo"), strict=True):
+        series = []
+        for run in by_algo.get(algo, []):
+            rounds = [r for r in run.get("model_rounds", []) if MODEL_ERROR in r]
+            if rounds:
+                steps, values = [r["step"] for r in rounds], [r[MODEL_ERROR] for r in rounds]
+                ax.plot(steps, values, color=color, alpha=0.3, lw=0.8)
+                series.append(dict(zip(steps, values, strict=True)))
+        if series:
+            common = sorted(set.intersection(*(set(s) for s in series)))
+            mean = [np.mean([s[step] for s in series]) for step in common]
+            ax.plot(common, mean, color=color, lw=1.5, label=f"{LABELS[algo]} ({len(series)} seeds; faint: each seed)")
+            plotted = True
+    if plotted:
+        ax.set_yscale("log")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("MSE of the elites before the round")
+        ax.set_title(f"{env}: model error on the real transitions collected since the last round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return plotted
+
+
+def mean_model_error(run: dict[str, Any]) -> float | None:
+    """The mean of ``model/new_data_mse`` over the run's rounds (None if it logged none)."""
+    values = [r[MODEL_ERROR] for r in run.get("model_rounds", []) if MODEL_ERROR in r]
+    return float(np.mean(values)) if values else None
+
+
 def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for env, by_algo in sorted(runs.items()):
@@ -170,6 +209,15 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
                 for algo in ALGO_ORDER
                 if algo in by_algo
             }
+        env_summary["model_error_on_new_data"] = {
+            algo: [
+                {"seed": run["seed"], "mean_mse": error}
+                for run in by_algo[algo]
+                if (error := mean_model_error(run)) is not None
+            ]
+            for algo in ("mbpo_tom", "mbpo")
+            if algo in by_algo
+        }
         env_summary["runs"] = {
             algo: [
                 {"seed": run["seed"], "steps": last_step(run),
@@ -211,6 +259,17 @@ def markdown(summary: dict[str, Any]) -> str:
                 )
                 parts.append(f"{LABELS[algo]} {shown}")
             lines += ["", f"Steps to a return of {threshold} (per seed): " + "; ".join(parts) + "."]
+        errors = {algo: rows for algo, rows in env_summary["model_error_on_new_data"].items() if rows}
+        if errors:
+            parts = [
+                f"{LABELS[algo]} " + ", ".join(f"{row['mean_mse']:.3g} (seed {row['seed']})" for row in rows)
+                for algo, rows in errors.items()
+            ]
+            lines += [
+                "",
+                "Model error on each round's new real transitions (`model/new_data_mse`, mean over the rounds of a run; "
+                "only runs that logged it): " + "; ".join(parts) + ".",
+            ]
         runs = []
         for algo, algo_runs in env_summary["runs"].items():
             for run in algo_runs:
@@ -236,6 +295,7 @@ def main() -> None:
         plot_curves(env, by_algo, folder / f"curves_{env}.png")
         if "mbpo_tom" in by_algo:
             plot_diagnostics(env, by_algo["mbpo_tom"], folder / f"tom_diagnostics_{env}.png")
+        plot_model_error(env, by_algo, folder / f"model_error_{env}.png")
     summary = summarise(runs)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     text = markdown(summary)
@@ -259,6 +319,8 @@ def update_readme(readme: Path, folder: Path, envs: list[str], text: str) -> Non
         figures.append(f"![{env} learning curves]({relative}/curves_{env}.png)")
         if (folder / f"tom_diagnostics_{env}.png").exists():
             figures.append(f"![{env} TOM diagnostics]({relative}/tom_diagnostics_{env}.png)")
+        if (folder / f"model_error_{env}.png").exists():
+            figures.append(f"![{env} model error on new transitions]({relative}/model_error_{env}.png)")
     generated = "\n".join(
         [
             README_START,

@@ -29,6 +29,8 @@ KEYS = (
     "tom/weight_clipped_fraction",
     "model/epochs",
     "model/holdout_mse",
+    "model/new_data_mse",
+    "model/new_data_nll",
 )
 
 

@@ -83,6 +83,9 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
         assert [r["step"] for r in tom["model_rounds"]] == [201, 301, 401, 501]
         assert [r["tom/active"] for r in tom["model_rounds"]] == [0, 1, 1, 1]
         assert all(0 <= r["tom/discriminator_accuracy"] <= 1 and r["model/epochs"] >= 1 for r in tom["model_rounds"][1:])
+        # from the second round on: the model's error on the transitions collected since the round before
+        assert "model/new_data_mse" not in tom["model_rounds"][0]
+        assert all(r["model/new_data_mse"] > 0 and r["model/new_data_nll"] for r in tom["model_rounds"][1:])
     sac = json.loads((whole / "results" / "sac_Pendulum-v1_seed0.json").read_text())
     assert sac["model_rounds"] == [] and sac["hyperparameters"]["batch_size"] == 64
     # extending a finished run resumes it
@@ -101,9 +104,11 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
         timeout=300,
     )
     assert report.returncode == 0, report.stderr[-3000:]
-    for name in ["curves_Pendulum-v1.png", "tom_diagnostics_Pendulum-v1.png", "summary.md", "summary.json"]:
+    names = ["curves_Pendulum-v1.png", "tom_diagnostics_Pendulum-v1.png", "model_error_Pendulum-v1.png", "summary.md"]
+    for name in [*names, "summary.json"]:
         assert (whole / "results" / name).stat().st_size > 100, name
     assert "### Pendulum-v1" in report.stdout
+    assert "Model error on each round's new real transitions" in report.stdout and "MBPO_TOM " in report.stdout
     text = readme.read_text()
     assert "old" not in text and text.endswith("after\n") and "(results/curves_Pendulum-v1.png)" in text
     assert "### Pendulum-v1" in text and "P(MBPO_TOM > MBPO)" not in text  # no MBPO run in this study

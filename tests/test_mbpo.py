@@ -471,3 +471,44 @@ def test_non_flat_box_observations(algo):
     assert action.shape == (1,)
     if algo == "mbpo_tom":
         assert model._weight_reference is not None
+
+
+@pytest.mark.parametrize("algo", ["mbpo", "mbpo_tom"])
+def test_model_error_on_the_policys_new_transitions_is_logged(algo):
+    """
+    Every model round after the first logs the error of the model as it stood before the round (elites' mean) on the
+    real transitions collected since the previous round: transitions of the current policy that the model has not been
+    trained on, on HalfCheetah-v4's 17-D observations and 6-D actions. Checked against a copy of the model.
+    """
+    import copy
+
+    from sb3_tom import MBPO_TOM
+    from sb3_tom.dynamics.training import EnsembleTrainer
+
+    cls = MBPO if algo == "mbpo" else MBPO_TOM
+    extra = {} if algo == "mbpo" else dict(policy_buffer_size=50, discriminator_steps=5, dual_steps=5)
+    model = cls(
+        "MlpPolicy", "HalfCheetah-v4", learning_starts=200, model_train_freq=100, rollout_batch_size=100,
+        model_max_epochs=3, seed=0, **TINY_MBPO, **extra,
+    )  # fmt: skip
+    model.set_logger(configure(None, []))
+    model.learn(370)  # rounds after steps 200 and 300: about 70 transitions since
+    last = model._last_model_train_step  # the buffer's length at the last round
+    assert 300 <= last < 370
+    before = copy.deepcopy(model.dynamics)
+    data = real_transitions(model.replay_buffer, model.device, np.arange(last, 370))
+    prediction = before.predict_all(data.observations, data.actions)
+    targets = EnsembleTrainer.make_targets(data.observations, data.rewards, data.next_observations)
+    elites = before.elite_indices
+    expected_mse = float(((prediction.mean - targets) ** 2).mean(-1).mean(-1)[elites].mean())
+    nll = ((prediction.mean - targets) ** 2 * th.exp(-prediction.logvar) + prediction.logvar).mean(-1).mean(-1)
+    expected_nll = float(nll[elites].mean())
+
+    model.train_model_and_rollout()
+    logged = model.logger.name_to_value
+    assert logged["model/new_data_mse"] == pytest.approx(expected_mse, rel=1e-5)
+    assert logged["model/new_data_nll"] == pytest.approx(expected_nll, rel=1e-5, abs=1e-6)
+    assert logged["model/new_data_transitions"] == 370 - last
+    # the round trained the model on those transitions: its error on them went down
+    after = model.dynamics.predict_all(data.observations, data.actions).mean
+    assert float(((after - targets) ** 2).mean(-1).mean(-1)[model.dynamics.elite_indices].mean()) < expected_mse

@@ -130,6 +130,18 @@ class EnsembleTrainer:
             mse, nll = mse * weights, nll * weights
         return mse.mean(-1), nll.mean(-1)
 
+    @th.no_grad()
+    def elite_error(self, obs: th.Tensor, actions: th.Tensor, rewards: th.Tensor, next_obs: th.Tensor) -> tuple[float, float]:
+        """
+        The elites' mean MSE and Gaussian NLL (as on the holdout, unweighted) on the transitions given.
+
+        :return: ``(mse, nll)``.
+        """
+        inputs = self.ensemble.make_inputs(obs, actions)
+        mse, nll = self._evaluate(inputs, self.make_targets(obs, rewards, next_obs), None)
+        elites = self.ensemble.elite_indices
+        return float(mse[elites].mean()), float(nll[elites].mean())
+
     def fit(
         self,
         obs: th.Tensor,

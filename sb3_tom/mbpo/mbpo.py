@@ -425,6 +425,7 @@ class MBPO(SAC):
     def train_model_and_rollout(self) -> None:
         """One model round: train the ensemble on the real buffer, then refill the model buffer with rollouts."""
         data = self._real_data()
+        self._log_new_data_error(data)
         start_probabilities = self._learn_model(data)
         if self._learned_termination is not None:
             stats = self._learned_termination.fit(data.observations, data.actions, data.next_observations, data.terminated)
@@ -433,6 +434,23 @@ class MBPO(SAC):
                     self.logger.record(f"model/termination_{key}", value)
         self._last_model_train_step = self.num_timesteps
         self._rollout(data.observations, start_probabilities)
+
+    def _log_new_data_error(self, data: Transitions) -> None:
+        """
+        Log the error of the model as it stands before this round on the real transitions collected since the
+        previous round (``model/new_data_*``): the current policy's transitions, which the model has not been trained
+        on. How well the model predicts where the policy goes is what TOM's weights aim to improve.
+        """
+        n_new = min(self.num_timesteps - self._last_model_train_step, len(data))
+        if not bool(self.dynamics.trained) or self._last_model_train_step < 0 or n_new < 1:
+            return
+        new = slice(len(data) - n_new, None)
+        mse, nll = self.dynamics_trainer.elite_error(
+            data.observations[new], data.actions[new], data.rewards[new], data.next_observations[new]
+        )
+        self.logger.record("model/new_data_mse", mse)
+        self.logger.record("model/new_data_nll", nll)
+        self.logger.record("model/new_data_transitions", n_new)
 
     def _rollout(self, start_pool: th.Tensor, start_probabilities: th.Tensor | None = None) -> None:
         """Sample start states from ``start_pool`` (uniformly or ∝ ``start_probabilities``) and roll the model."""

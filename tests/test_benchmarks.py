@@ -94,6 +94,25 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     extended = json.loads((whole / "results" / "sac_Pendulum-v1_seed0.json").read_text())
     assert [e["timesteps"] for e in extended["evaluations"]] == [200, 400, 600, 800]
 
+    # a controlled model-learning comparison on the MBPO_TOM checkpoint: one round of MLE against one of TOM
+    (checkpoint,) = (whole / "checkpoints" / "mbpo_tom_Pendulum-v1_seed0").iterdir()
+    out_json = tmp_path / "accuracy.json"
+    script = str(ROOT / "benchmarks" / "model_accuracy.py")
+    options = ["--fits", "2", "--fresh", "100", "--buffer-sample", "50", "--threads", "1", "--json", str(out_json)]
+    accuracy = subprocess.run([sys.executable, script, str(checkpoint), *options], capture_output=True, text=True)
+    assert accuracy.returncode == 0, accuracy.stderr[-3000:]
+    record = json.loads(out_json.read_text())
+    assert record["step"] == 800 and record["fresh_transitions"] == 100
+    assert [(f["variant"], f["seed"]) for f in record["fits"]] == [("mle", 0), ("tom", 0), ("mle", 1), ("tom", 1)]
+    for fit in record["fits"]:
+        assert fit["fresh"]["mse"] > 0 and fit["buffer"]["mse"] > 0 and fit["logged"]["model/epochs"] >= 1
+        assert ("tom/weight_ess_fraction" in fit["logged"]) == (fit["variant"] == "tom")
+    assert record["fits"][0]["fresh"]["mse"] != record["fits"][1]["fresh"]["mse"]  # the weights changed the fit
+    assert len(record["summary"]["fresh_mse"]["tom_over_mle_per_seed"]) == 2
+    (sac_checkpoint,) = (whole / "checkpoints" / "sac_Pendulum-v1_seed0").iterdir()
+    refused = subprocess.run([sys.executable, script, str(sac_checkpoint)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "needs an MBPO_TOM checkpoint" in refused.stderr
+
     # the report turns the results into curves, TOM diagnostics and the summary table
     readme = whole / "README.md"
     readme.write_text("# Title\n\n<!-- study-results:start -->\nold\n<!-- study-results:end -->\n\nafter\n")

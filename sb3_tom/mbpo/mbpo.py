@@ -297,23 +297,7 @@ class MBPO(SAC):
         assert self.observation_space.shape is not None and self.action_space.shape is not None
         self.obs_dim = int(np.prod(self.observation_space.shape))
         self.action_dim = int(np.prod(self.action_space.shape))
-        self.dynamics = GaussianEnsemble(
-            self.obs_dim,
-            self.action_dim,
-            ensemble_size=self.ensemble_size,
-            num_elites=self.num_elites,
-            hidden_sizes=self.dynamics_hidden_sizes,
-            weight_decays=self.dynamics_weight_decays,
-        ).to(self.device)
-        self.dynamics_trainer = EnsembleTrainer(
-            self.dynamics,
-            learning_rate=self.dynamics_learning_rate,
-            batch_size=self.dynamics_batch_size,
-            holdout_ratio=self.model_holdout_ratio,
-            max_holdout=self.model_max_holdout,
-            patience=self.model_patience,
-            max_epochs=self.model_max_epochs,
-        )
+        self._new_dynamics()
         self.model_buffer = ModelReplayBuffer(
             self._model_buffer_capacity(self.current_rollout_length),
             self.obs_dim,
@@ -338,6 +322,26 @@ class MBPO(SAC):
                     "Pass termination_fn= to set one."
                 )
         self._warned_small_buffer = False
+
+    def _new_dynamics(self) -> None:
+        """A freshly initialised dynamics ensemble and its trainer (with a new optimiser)."""
+        self.dynamics = GaussianEnsemble(
+            self.obs_dim,
+            self.action_dim,
+            ensemble_size=self.ensemble_size,
+            num_elites=self.num_elites,
+            hidden_sizes=self.dynamics_hidden_sizes,
+            weight_decays=self.dynamics_weight_decays,
+        ).to(self.device)
+        self.dynamics_trainer = EnsembleTrainer(
+            self.dynamics,
+            learning_rate=self.dynamics_learning_rate,
+            batch_size=self.dynamics_batch_size,
+            holdout_ratio=self.model_holdout_ratio,
+            max_holdout=self.model_max_holdout,
+            patience=self.model_patience,
+            max_epochs=self.model_max_epochs,
+        )
 
     @property
     def dynamics_optimizer(self) -> th.optim.Optimizer:

@@ -107,7 +107,8 @@ class MBPO(SAC):
         If None it is chosen from the env id; for an unknown env, rollouts never terminate until a terminal
         transition is seen, then a classifier learned on the real buffer predicts terminals.
     :param fast_update: Use the fast SAC update of :func:`~sb3_tom.mbpo.fast_sac.fast_sac_train` (same maths as SB3's
-        ``SAC.train``, gradients written out for MLP policies, oneDNN matmuls on CPU); False uses SB3's ``SAC.train``.
+        ``SAC.train``, gradients written out for MLP policies, oneDNN matmuls on AVX-512 CPUs); False uses SB3's
+        ``SAC.train``.
     :param stats_window_size: Window size for the rollout logging.
     :param tensorboard_log: The log location for tensorboard (if None, no logging).
     :param policy_kwargs: Additional arguments passed to the policy on creation.

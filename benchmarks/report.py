@@ -5,8 +5,8 @@ Turn the runs of ``benchmarks/sample_efficiency.py`` into plots and tables for t
 
 Writes into the results folder:
 
-- ``curves_<env>.png``: evaluation return against env steps, one line per algorithm (mean over seeds) with a 95%
-  bootstrap band;
+- ``curves_<env>.png``: evaluation return against env steps, one line per algorithm (mean over seeds, up to the
+  last step every seed reached) with a 95% bootstrap band, and each seed as far as it ran as a faint line;
 - ``tom_diagnostics_<env>.png``: TOM's discriminator accuracy, weight ESS fraction and recent-weight ratio at every
   model round (mean over seeds, one faint line per seed);
 - ``model_error_<env>.png``: the model's error on each round's new real transitions (``model/new_data_mse``: the
@@ -95,19 +95,24 @@ def last_step(run: dict[str, Any]) -> int:
 
 def plot_curves(env: str, by_algo: dict[str, list[dict[str, Any]]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for algo in [a for a in ALGO_ORDER if a in by_algo]:
-        runs = by_algo[algo]
+    for index, algo in enumerate(a for a in ALGO_ORDER if a in by_algo):
+        runs, color = by_algo[algo], f"C{index}"
+        for run in runs:  # every seed as far as it ran, faint
+            evaluations = run["evaluations"]
+            ax.plot(
+                [e["timesteps"] for e in evaluations], [e["mean_return"] for e in evaluations], color=color, lw=0.6, alpha=0.3
+            )
         steps = sorted(set.intersection(*(set(e["timesteps"] for e in run["evaluations"]) for run in runs)))
         if not steps:
             continue
         values = np.array([[returns_at(run, s) for s in steps] for run in runs], dtype=float)
         mean = values.mean(0)
         band = np.array([bootstrap_ci(values[:, i], np.mean) for i in range(len(steps))])
-        ax.plot(steps, mean, label=f"{LABELS[algo]} ({len(runs)} seeds)")
-        ax.fill_between(steps, band[:, 0], band[:, 1], alpha=0.2)
+        ax.plot(steps, mean, color=color, label=f"{LABELS[algo]} ({len(runs)} seeds; faint: each seed)")
+        ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("evaluation return (deterministic, 10 episodes)")
-    ax.set_title(f"{env}: mean over seeds, 95% bootstrap band")
+    ax.set_title(f"{env}: mean over seeds up to the last step all reached, 95% bootstrap band", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -31,6 +31,7 @@ KEYS = (
     "model/holdout_mse",
     "model/new_data_mse",
     "model/new_data_nll",
+    "model/holdout_weight_ess",
 )
 
 

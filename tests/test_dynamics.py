@@ -389,3 +389,25 @@ def test_resample_draws_the_holdout_first_weights_it_and_redraws_training_rows_e
     assert endless.fit(obs, act, rew, next_obs, sample_weight=weights, resample=True).epochs == 30
     endless.max_epochs = 35  # MBPO's own scheme has no such cap
     assert endless.fit(obs, act, rew, next_obs).epochs == 35
+
+
+@pytest.mark.parametrize("resample", [False, True])
+def test_holdout_weight_ess_is_reported(monkeypatch, resample):
+    """
+    How many holdout transitions the weighted early stopping effectively rests on: the Kish ESS ``(sum w)^2 / sum w^2``
+    of the holdout's weights, on HalfCheetah-v4 transitions (17-D observations, 6-D actions) with TOM-like weights that
+    favour the newest rows; the holdout's size without weights.
+    """
+    obs, act, rew, next_obs, _ = env_transitions("HalfCheetah-v4", 1500)
+    weights = th.linspace(0.0, 3.0, len(obs)) ** 2  # old rows weigh little, new ones much
+    th.manual_seed(0)
+    ensemble = GaussianEnsemble(17, 6, ensemble_size=3, num_elites=2, hidden_sizes=(32, 32))
+    trainer = EnsembleTrainer(ensemble, max_epochs=1)
+    splits = spy(monkeypatch, trainer, "_split")
+    result = trainer.fit(obs, act, rew, next_obs, sample_weight=weights, resample=resample)
+    hold = weights[splits[0][0]]
+    expected = float(hold.sum() ** 2 / (hold**2).sum())
+    assert result.holdout_weight_ess == pytest.approx(expected, rel=1e-5)
+    assert 0.5 * len(hold) < result.holdout_weight_ess < 0.8 * len(hold)  # these weights cost 20-50% of the holdout
+    unweighted = trainer.fit(obs, act, rew, next_obs)
+    assert unweighted.holdout_weight_ess == len(splits[1][0])

@@ -160,6 +160,7 @@ def test_learn_logs_model_and_rollout_keys(tmp_path):
     expected = {
         "model/holdout_mse",
         "model/holdout_nll",
+        "model/holdout_weight_ess",
         "model/epochs",
         "model/train_seconds",
         "model/elites",

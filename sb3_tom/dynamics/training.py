@@ -38,6 +38,12 @@ def weighted_nll_loss(
     return nll.mean(-1).sum()
 
 
+def effective_sample_size(weights: th.Tensor) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of non-negative weights (0 if they are all 0)."""
+    squares = float((weights.double() ** 2).sum())
+    return float(weights.double().sum()) ** 2 / squares if squares > 0 else 0.0
+
+
 @dataclass
 class FitResult:
     """What one training round of the ensemble did."""
@@ -49,6 +55,9 @@ class FitResult:
     seconds: float
     elites: list[int]
     member_holdout_mse: list[float]
+    #: Kish effective sample size ``(sum w)^2 / sum w^2`` of the holdout's weights (its size when unweighted): how
+    #: many holdout transitions the weighted early stopping and elite choice effectively rest on
+    holdout_weight_ess: float
 
 
 class EnsembleTrainer:
@@ -271,6 +280,7 @@ class EnsembleTrainer:
             seconds=time.perf_counter() - start,
             elites=ensemble.elite_indices.tolist(),
             member_holdout_mse=mse.tolist(),
+            holdout_weight_ess=effective_sample_size(hold_weights) if hold_weights is not None else float(n_holdout),
         )
 
     def _split(self, n: int, device: th.device, ratio: float) -> tuple[th.Tensor, th.Tensor]:

@@ -414,6 +414,7 @@ class MBPO(SAC):
         )
         self.logger.record("model/holdout_mse", result.holdout_mse)
         self.logger.record("model/holdout_nll", result.holdout_nll)
+        self.logger.record("model/holdout_weight_ess", result.holdout_weight_ess)
         self.logger.record("model/train_loss", result.train_loss)
         self.logger.record("model/epochs", result.epochs)
         self.logger.record("model/train_seconds", result.seconds)

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import torch as th
 
+from sb3_tom.dynamics.training import effective_sample_size
+
 
 @dataclass
 class WeightStats:
@@ -21,14 +23,12 @@ def clip_weights(weights: th.Tensor, clip: float | None) -> th.Tensor:
 def weight_statistics(
     raw: th.Tensor, normalized: th.Tensor, final: th.Tensor, clip: float | None, recent_mask: th.Tensor
 ) -> WeightStats:
-    total = final.sum()
-    ess = float(total**2 / (final.shape[0] * (final**2).sum()).clamp_min(1e-12))
     buffer_mean = float(final.mean())
     recent_mean = float(final[recent_mask].mean()) if bool(recent_mask.any()) else float("nan")
     return WeightStats(
         raw_mean=float(raw.mean()),
         max=float(normalized.max()),
-        ess_fraction=ess,
+        ess_fraction=effective_sample_size(final) / final.shape[0],
         clipped_fraction=0.0 if clip is None else float((normalized > clip).float().mean()),
         recent_ratio=recent_mean / max(buffer_mean, 1e-12),
     )

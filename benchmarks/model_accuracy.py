@@ -62,9 +62,16 @@ def score(agent: MBPO_TOM, data: Transitions) -> dict[str, float]:
     return {"mse": mse, "nll": nll}
 
 
-def fit_once(checkpoint: Path, env_id: str, variant: str, seed: int, fresh: Transitions, sample: th.Tensor) -> dict[str, Any]:
-    """One model round of ``variant`` on a reloaded checkpoint, from a fresh ensemble initialised from ``seed``."""
+def fit_once(
+    checkpoint: Path, env_id: str, variant: str, seed: int, fresh: Transitions, sample: th.Tensor, epochs: int | None
+) -> dict[str, Any]:
+    """
+    One model round of ``variant`` on a reloaded checkpoint, from a fresh ensemble initialised from ``seed``; with
+    ``epochs``, exactly that many epochs (the snapshot of the best holdout epoch is still restored).
+    """
     agent = load(checkpoint, env_id)
+    if epochs is not None:
+        agent.model_max_epochs, agent.model_patience = epochs, epochs
     th.manual_seed(seed)
     agent._new_dynamics()
     data = agent._real_data()
@@ -95,6 +102,9 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=3, help="fits per variant (seeds 0, 1, ...)")
     parser.add_argument("--fresh", type=int, default=2000, help="new transitions of the current policy to score on")
     parser.add_argument("--buffer-sample", type=int, default=2000, help="replay-buffer transitions to score on")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="train every fit for exactly this many epochs (default: early stopping)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -114,7 +124,7 @@ def main() -> None:
     fits = []
     for seed in range(args.fits):
         for variant in VARIANTS:
-            fit = fit_once(checkpoint, env_id, variant, seed, fresh, sample)
+            fit = fit_once(checkpoint, env_id, variant, seed, fresh, sample, args.epochs)
             fits.append(fit)
             print(
                 f"fit {seed} {variant}: fresh mse {fit['fresh']['mse']:.4g} nll {fit['fresh']['nll']:.4g}, "
@@ -139,6 +149,7 @@ def main() -> None:
             "step": agent.num_timesteps,
             "real_transitions": n,
             "fresh_transitions": args.fresh,
+            "epochs": args.epochs,
             "fits": fits,
             "summary": summary,
         }

@@ -143,7 +143,7 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     if args.json:
         record = {
-            "checkpoint": str(checkpoint),
+            "checkpoint": checkpoint.name,  # the folder name only: the JSON is committed, the checkpoint is not
             "env": env_id,
             "run_seed": state["seed"],
             "step": agent.num_timesteps,

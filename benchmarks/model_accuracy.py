@@ -10,7 +10,9 @@ would collect next, which no model has seen. Then, ``--fits`` times, a freshly i
 checkpoint's replay buffer in two ways, the same initialisation for both: by plain maximum likelihood (MBPO's model
 round) and by TOM's model round (a new discriminator, the checkpoint's dual trained on, weighted maximum likelihood),
 each from a reloaded checkpoint. Both are scored with the elites' MSE and NLL (as MBPO's holdout) on the fresh
-transitions, and on a uniform sample of the replay buffer (mostly training data: what the weighting gives up).
+transitions, on the ``policy_buffer_size`` newest transitions of the buffer (TOM's current-policy pool, which its
+weights favour; training data, but for a holdout share) and on a uniform sample of the replay buffer (mostly training
+data: what the weighting gives up).
 
 In the study's runs the model is warm-started from round to round and TOM's weights shape every round; this script
 isolates one round, from a fresh initialisation, on one buffer. It reads the checkpoint and writes only ``--json``.
@@ -86,11 +88,13 @@ def fit_once(
         k: float(v) for k, v in agent.logger.name_to_value.items() if k.startswith(("tom/", "model/")) and k != "model/elites"
     }
     buffer_sample = data.index(sample)
+    recent = data.index(th.arange(len(data) - agent.policy_buffer_size, len(data)))
     return {
         "variant": variant,
         "seed": seed,
         "seconds": time.perf_counter() - start,
         "fresh": score(agent, fresh),
+        "recent": score(agent, recent),
         "buffer": score(agent, buffer_sample),
         "logged": logged,
     }
@@ -128,12 +132,13 @@ def main() -> None:
             fits.append(fit)
             print(
                 f"fit {seed} {variant}: fresh mse {fit['fresh']['mse']:.4g} nll {fit['fresh']['nll']:.4g}, "
-                f"buffer mse {fit['buffer']['mse']:.4g} ({fit['logged'].get('model/epochs', 0):.0f} epochs, "
+                f"recent mse {fit['recent']['mse']:.4g}, buffer mse {fit['buffer']['mse']:.4g} "
+                f"({fit['logged'].get('model/epochs', 0):.0f} epochs, "
                 f"{fit['seconds']:.0f} s)",
                 flush=True,
             )
     summary = {}
-    for where in ("fresh", "buffer"):
+    for where in ("fresh", "recent", "buffer"):
         for metric in ("mse", "nll"):
             by_variant = {v: [f[where][metric] for f in fits if f["variant"] == v] for v in VARIANTS}
             summary[f"{where}_{metric}"] = {v: float(np.mean(values)) for v, values in by_variant.items()}

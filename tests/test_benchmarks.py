@@ -105,7 +105,8 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     assert record["step"] == 800 and record["fresh_transitions"] == 100
     assert [(f["variant"], f["seed"]) for f in record["fits"]] == [("mle", 0), ("tom", 0), ("mle", 1), ("tom", 1)]
     for fit in record["fits"]:
-        assert fit["fresh"]["mse"] > 0 and fit["buffer"]["mse"] > 0 and fit["logged"]["model/epochs"] == 2
+        assert min(fit[where]["mse"] for where in ("fresh", "recent", "buffer")) > 0
+        assert fit["logged"]["model/epochs"] == 2
         assert ("tom/weight_ess_fraction" in fit["logged"]) == (fit["variant"] == "tom")
     assert record["fits"][0]["fresh"]["mse"] != record["fits"][1]["fresh"]["mse"]  # the weights changed the fit
     assert len(record["summary"]["fresh_mse"]["tom_over_mle_per_seed"]) == 2

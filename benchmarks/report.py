@@ -21,6 +21,7 @@ pairs (``P(X > Y) + P(X = Y) / 2``, as rliable defines it). With 3 to 5 seeds th
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def load_runs(folder: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``runs[env][algo]``: the run JSONs, ordered by seed."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(folder.glob("*_seed*.json")):
+        if not re.search(r"_seed\d+\.json$", path.name):  # e.g. model_accuracy_<env>_seed<N>_<step>.json
+            continue
         run = json.loads(path.read_text())
         runs[run["env"]][run["algo"]].append(run)
     for by_algo in runs.values():
@@ -169,7 +172,7 @@ def plot_model_error(env: str, by_algo: dict[str, list[dict[str, Any]]], out: Pa
         ax.set_yscale("log")
         ax.set_xlabel("environment steps")
         ax.set_ylabel("MSE of the elites before the round")
-        ax.set_title(f"{env}: model error on the real transitions collected since the last round")
+        ax.set_title(f"{env}: model error on the real transitions collected since the last round", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -164,3 +164,15 @@ def test_code_lines_counts_code_only(tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "code_lines.py"), str(ROOT / "sb3_tom")], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("total")
+
+
+def test_report_reads_only_run_results(tmp_path):
+    """``model_accuracy.py``'s JSONs share the results folder; the report's run loader leaves them out."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import load_runs
+
+    run = {"algo": "mbpo", "env": "Hopper-v4", "seed": 0, "evaluations": []}
+    (tmp_path / "mbpo_Hopper-v4_seed0.json").write_text(json.dumps(run))
+    (tmp_path / "model_accuracy_Hopper-v4_seed0_8000.json").write_text(json.dumps({"env": "Hopper-v4", "fits": []}))
+    runs = load_runs(tmp_path)
+    assert list(runs) == ["Hopper-v4"] and runs["Hopper-v4"]["mbpo"] == [run] and list(runs["Hopper-v4"]) == ["mbpo"]

@@ -40,8 +40,9 @@ def weighted_nll_loss(
 
 def effective_sample_size(weights: th.Tensor) -> float:
     """Kish's effective sample size ``(sum w)^2 / sum w^2`` of non-negative weights (0 if they are all 0)."""
-    squares = float((weights.double() ** 2).sum())
-    return float(weights.double().sum()) ** 2 / squares if squares > 0 else 0.0
+    w = weights.double()
+    squares = float((w**2).sum())
+    return float(w.sum()) ** 2 / squares if squares > 0 else 0.0
 
 
 @dataclass

@@ -14,8 +14,16 @@ transitions, on the ``policy_buffer_size`` newest transitions of the buffer (TOM
 weights favour; training data, but for a holdout share) and on a uniform sample of the replay buffer (mostly training
 data: what the weighting gives up).
 
-In the study's runs the model is warm-started from round to round and TOM's weights shape every round; this script
-isolates one round, from a fresh initialisation, on one buffer. It reads the checkpoint and writes only ``--json``.
+``--variants`` adds TOM's round with the official code's resampling scheme (``tom_resample``). For every TOM fit the
+script also records the round's weights: their mean and median on the fresh transitions and on the current-policy
+pool (does TOM favour where the policy goes next?) and on the buffer sample, whose agreement across fits (Spearman
+and Pearson correlation; each fit trains its own discriminator and the checkpoint's dual) says how reproducible one
+round's weights are.
+
+In the study's runs the model is warm-started from round to round and TOM's weights shape every round; by default
+this script isolates one round, from a fresh initialisation, on one buffer. ``--warm`` starts every fit from the
+checkpoint's trained ensemble and optimiser instead: the round the run would do next. The script reads the checkpoint
+and writes only ``--json``.
 """
 
 import argparse
@@ -27,12 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from scipy import stats
 from stable_baselines3.common.logger import configure
 
 from sb3_tom import MBPO, MBPO_TOM, zoo
 from sb3_tom.buffers import Transitions
 
-VARIANTS = ("mle", "tom")
+#: ``mle``: MBPO's round; ``tom``: TOM's round as configured (weighted NLL by default); ``tom_resample``: TOM's round with
+#: the official code's resampling scheme (``weight_mode="resample"``)
+VARIANTS = ("mle", "tom", "tom_resample")
 
 
 def load(checkpoint: Path, env_id: str) -> MBPO_TOM:
@@ -64,21 +75,38 @@ def score(agent: MBPO_TOM, data: Transitions) -> dict[str, float]:
     return {"mse": mse, "nll": nll}
 
 
+def weights_of(agent: MBPO_TOM, data: Transitions) -> np.ndarray:
+    """TOM's (unclipped, buffer-normalised) weights of ``data`` under the agent's current discriminator and dual."""
+    columns = (data.observations, data.actions, data.next_observations, data.terminated)
+    return agent.transition_weights(*(c.cpu().numpy() for c in columns))
+
+
 def fit_once(
-    checkpoint: Path, env_id: str, variant: str, seed: int, fresh: Transitions, sample: th.Tensor, epochs: int | None
+    checkpoint: Path,
+    env_id: str,
+    variant: str,
+    seed: int,
+    fresh: Transitions,
+    sample: th.Tensor,
+    epochs: int | None,
+    warm: bool = False,
 ) -> dict[str, Any]:
     """
     One model round of ``variant`` on a reloaded checkpoint, from a fresh ensemble initialised from ``seed``; with
-    ``epochs``, exactly that many epochs (the snapshot of the best holdout epoch is still restored).
+    ``epochs``, exactly that many epochs (the snapshot of the best holdout epoch is still restored). With ``warm``, the
+    round starts from the checkpoint's own ensemble and optimiser instead (as the next round of the run would).
     """
     agent = load(checkpoint, env_id)
     if epochs is not None:
         agent.model_max_epochs, agent.model_patience = epochs, epochs
     th.manual_seed(seed)
-    agent._new_dynamics()
+    if not warm:
+        agent._new_dynamics()
     data = agent._real_data()
     start = time.perf_counter()
-    if variant == "tom":
+    if variant.startswith("tom"):
+        if variant == "tom_resample":
+            agent.weight_mode = "resample"
         if not agent.tom_active:
             raise SystemExit(f"{checkpoint}: TOM is not active yet at step {agent.num_timesteps} (too early a checkpoint).")
         agent._learn_model(data)
@@ -89,15 +117,24 @@ def fit_once(
     }
     buffer_sample = data.index(sample)
     recent = data.index(th.arange(len(data) - agent.policy_buffer_size, len(data)))
-    return {
+    seconds = time.perf_counter() - start
+    record = {
         "variant": variant,
         "seed": seed,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "fresh": score(agent, fresh),
         "recent": score(agent, recent),
         "buffer": score(agent, buffer_sample),
         "logged": logged,
     }
+    if variant.startswith("tom"):
+        # the round's weights: where they put the new transitions, and (compared across fits) how reproducible they are
+        for where, rows in (("fresh", fresh), ("recent", recent)):
+            w = weights_of(agent, rows)
+            record[where].update(mean_weight=float(w.mean()), median_weight=float(np.median(w)))
+            record[where]["above_clip_fraction"] = float((w > (agent.weight_clip or np.inf)).mean())
+        record["buffer_sample_weights"] = [float(f"{w:.4g}") for w in weights_of(agent, buffer_sample)]
+    return record
 
 
 def main() -> None:
@@ -108,6 +145,10 @@ def main() -> None:
     parser.add_argument("--buffer-sample", type=int, default=2000, help="replay-buffer transitions to score on")
     parser.add_argument(
         "--epochs", type=int, default=None, help="train every fit for exactly this many epochs (default: early stopping)"
+    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["mle", "tom"], help="model rounds to compare")
+    parser.add_argument(
+        "--warm", action="store_true", help="start every fit from the checkpoint's ensemble (the run's next round)"
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
@@ -127,24 +168,37 @@ def main() -> None:
 
     fits = []
     for seed in range(args.fits):
-        for variant in VARIANTS:
-            fit = fit_once(checkpoint, env_id, variant, seed, fresh, sample, args.epochs)
+        for variant in args.variants:
+            fit = fit_once(checkpoint, env_id, variant, seed, fresh, sample, args.epochs, args.warm)
             fits.append(fit)
-            print(
+            line = (
                 f"fit {seed} {variant}: fresh mse {fit['fresh']['mse']:.4g} nll {fit['fresh']['nll']:.4g}, "
                 f"recent mse {fit['recent']['mse']:.4g}, buffer mse {fit['buffer']['mse']:.4g} "
-                f"({fit['logged'].get('model/epochs', 0):.0f} epochs, "
-                f"{fit['seconds']:.0f} s)",
-                flush=True,
+                f"({fit['logged'].get('model/epochs', 0):.0f} epochs, {fit['seconds']:.0f} s)"
             )
+            if "mean_weight" in fit["fresh"]:
+                fresh_w, recent_w = fit["fresh"], fit["recent"]
+                line += f", weight mean/median: fresh {fresh_w['mean_weight']:.3g}/{fresh_w['median_weight']:.3g}"
+                line += f", recent {recent_w['mean_weight']:.3g}/{recent_w['median_weight']:.3g}"
+            print(line, flush=True)
     summary = {}
     for where in ("fresh", "recent", "buffer"):
         for metric in ("mse", "nll"):
-            by_variant = {v: [f[where][metric] for f in fits if f["variant"] == v] for v in VARIANTS}
+            by_variant = {v: [f[where][metric] for f in fits if f["variant"] == v] for v in args.variants}
             summary[f"{where}_{metric}"] = {v: float(np.mean(values)) for v, values in by_variant.items()}
-            if metric == "mse":  # paired by seed: the same initialisation
-                ratios = [t / m for t, m in zip(by_variant["tom"], by_variant["mle"], strict=True)]
-                summary[f"{where}_mse"]["tom_over_mle_per_seed"] = ratios  # type: ignore[assignment]
+            if metric == "mse" and "mle" in by_variant:  # paired by seed: the same initialisation
+                for v in args.variants:
+                    if v != "mle":
+                        ratios = [t / m for t, m in zip(by_variant[v], by_variant["mle"], strict=True)]
+                        summary[f"{where}_mse"][f"{v}_over_mle_per_seed"] = ratios  # type: ignore[assignment]
+    for variant in args.variants:
+        weights = [np.array(f["buffer_sample_weights"]) for f in fits if f["variant"] == variant and f["variant"] != "mle"]
+        if len(weights) >= 2:  # independent discriminator and dual trainings (same start) on the same rows
+            pairs = [(a, b) for i, a in enumerate(weights) for b in weights[i + 1 :]]
+            summary[f"{variant}_weight_agreement"] = {
+                "spearman": [float(stats.spearmanr(a, b).statistic) for a, b in pairs],
+                "pearson": [float(np.corrcoef(a, b)[0, 1]) for a, b in pairs],
+            }
     print(json.dumps(summary, indent=1))
     if args.json:
         record = {
@@ -155,6 +209,8 @@ def main() -> None:
             "real_transitions": n,
             "fresh_transitions": args.fresh,
             "epochs": args.epochs,
+            "warm": args.warm,
+            "variants": args.variants,
             "fits": fits,
             "summary": summary,
         }

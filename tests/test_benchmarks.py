@@ -94,22 +94,39 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
     extended = json.loads((whole / "results" / "sac_Pendulum-v1_seed0.json").read_text())
     assert [e["timesteps"] for e in extended["evaluations"]] == [200, 400, 600, 800]
 
-    # a controlled model-learning comparison on the MBPO_TOM checkpoint: one round of MLE against one of TOM
+    # a controlled model-learning comparison on the MBPO_TOM checkpoint: one round of MLE against TOM's (both schemes)
     (checkpoint,) = (whole / "checkpoints" / "mbpo_tom_Pendulum-v1_seed0").iterdir()
     out_json = tmp_path / "accuracy.json"
     script = str(ROOT / "benchmarks" / "model_accuracy.py")
     options = ["--fits", "2", "--fresh", "100", "--buffer-sample", "50", "--epochs", "2", "--json", str(out_json)]
+    options += ["--variants", "mle", "tom", "tom_resample"]
     accuracy = subprocess.run([sys.executable, script, str(checkpoint), *options], capture_output=True, text=True)
     assert accuracy.returncode == 0, accuracy.stderr[-3000:]
     record = json.loads(out_json.read_text())
     assert record["step"] == 800 and record["fresh_transitions"] == 100
-    assert [(f["variant"], f["seed"]) for f in record["fits"]] == [("mle", 0), ("tom", 0), ("mle", 1), ("tom", 1)]
+    variants = ("mle", "tom", "tom_resample")
+    assert [(f["variant"], f["seed"]) for f in record["fits"]] == [(v, s) for s in (0, 1) for v in variants]
     for fit in record["fits"]:
         assert min(fit[where]["mse"] for where in ("fresh", "recent", "buffer")) > 0
         assert fit["logged"]["model/epochs"] == 2
-        assert ("tom/weight_ess_fraction" in fit["logged"]) == (fit["variant"] == "tom")
-    assert record["fits"][0]["fresh"]["mse"] != record["fits"][1]["fresh"]["mse"]  # the weights changed the fit
+        assert ("tom/weight_ess_fraction" in fit["logged"]) == fit["variant"].startswith("tom")
+    fresh_mse = [fit["fresh"]["mse"] for fit in record["fits"][:3]]
+    assert len(set(fresh_mse)) == 3  # the weights changed the fit, and the two schemes differ
     assert len(record["summary"]["fresh_mse"]["tom_over_mle_per_seed"]) == 2
+    assert len(record["summary"]["fresh_mse"]["tom_resample_over_mle_per_seed"]) == 2
+    for fit in record["fits"][1:3]:  # TOM's weights: where they put the new transitions, and on the buffer sample
+        assert fit["fresh"]["mean_weight"] > 0 and fit["recent"]["mean_weight"] > 0
+        assert len(fit["buffer_sample_weights"]) == 50 and min(fit["buffer_sample_weights"]) >= 0
+    agreement = record["summary"]["tom_weight_agreement"]
+    assert len(agreement["spearman"]) == 1 and -1 <= agreement["pearson"][0] <= 1
+    # --warm: the round the run would do next, from the checkpoint's trained ensemble, beats 2 epochs from scratch
+    warm_json = tmp_path / "accuracy_warm.json"
+    options = ["--fits", "1", "--fresh", "100", "--buffer-sample", "50", "--epochs", "2", "--warm", "--json", str(warm_json)]
+    warm = subprocess.run([sys.executable, script, str(checkpoint), *options], capture_output=True, text=True)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    warm_record = json.loads(warm_json.read_text())
+    assert warm_record["warm"] and not record["warm"]
+    assert warm_record["fits"][0]["fresh"]["mse"] < 0.5 * record["fits"][0]["fresh"]["mse"]
     (sac_checkpoint,) = (whole / "checkpoints" / "sac_Pendulum-v1_seed0").iterdir()
     refused = subprocess.run([sys.executable, script, str(sac_checkpoint)], capture_output=True, text=True)
     assert refused.returncode != 0 and "needs an MBPO_TOM checkpoint" in refused.stderr

@@ -20,6 +20,9 @@ pool (does TOM favour where the policy goes next?) and on the buffer sample, who
 and Pearson correlation; each fit trains its own discriminator and the checkpoint's dual) says how reproducible one
 round's weights are.
 
+On an MBPO checkpoint only ``--variants mle`` runs (TOM's rounds need MBPO_TOM's dual network): with ``--warm`` it
+compares the run's next round with the fits from scratch of another invocation.
+
 In the study's runs the model is warm-started from round to round and TOM's weights shape every round; by default
 this script isolates one round, from a fresh initialisation, on one buffer. ``--warm`` starts every fit from the
 checkpoint's trained ensemble and optimiser instead: the round the run would do next. The script reads the checkpoint
@@ -27,6 +30,7 @@ and writes only ``--json``.
 """
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -46,9 +50,14 @@ from sb3_tom.buffers import Transitions
 VARIANTS = ("mle", "tom", "tom_resample")
 
 
-def load(checkpoint: Path, env_id: str) -> MBPO_TOM:
-    """The checkpoint's agent with its replay buffer, on the CPU, logging to memory only."""
-    agent = MBPO_TOM.load(checkpoint / "agent.zip", env=zoo.make_env("mbpo_tom", env_id), device="cpu")
+#: the checkpoints this script reads: TOM's variants need MBPO_TOM's (its dual network), plain MLE any of these
+ALGOS: dict[str, type[MBPO]] = {"mbpo": MBPO, "mbpo_tom": MBPO_TOM}
+
+
+def load(checkpoint: Path, env_id: str) -> Any:
+    """The checkpoint's agent (MBPO or MBPO_TOM) with its replay buffer, on the CPU, logging to memory only."""
+    algo = json.loads((checkpoint / "state.json").read_text())["algo"]
+    agent = ALGOS[algo].load(checkpoint / "agent.zip", env=zoo.make_env(algo, env_id), device="cpu")
     agent.load_replay_buffer(checkpoint / "replay_buffer.pkl")
     agent.set_logger(configure(None, []))
     return agent
@@ -116,7 +125,9 @@ def fit_once(
         k: float(v) for k, v in agent.logger.name_to_value.items() if k.startswith(("tom/", "model/")) and k != "model/elites"
     }
     buffer_sample = data.index(sample)
-    recent = data.index(th.arange(len(data) - agent.policy_buffer_size, len(data)))
+    # TOM's current-policy pool (on an MBPO checkpoint: as large as MBPO_TOM's default pool)
+    pool = getattr(agent, "policy_buffer_size", inspect.signature(MBPO_TOM).parameters["policy_buffer_size"].default)
+    recent = data.index(th.arange(max(0, len(data) - pool), len(data)))
     seconds = time.perf_counter() - start
     record = {
         "variant": variant,
@@ -157,8 +168,10 @@ def main() -> None:
         th.set_num_threads(args.threads)
     checkpoint = Path(args.checkpoint)
     state = json.loads((checkpoint / "state.json").read_text())
-    if state["algo"] != "mbpo_tom":
-        sys.exit(f"{checkpoint} is a checkpoint of {state['algo']}: this needs an MBPO_TOM checkpoint (its dual network).")
+    if state["algo"] not in ALGOS:
+        sys.exit(f"{checkpoint} is a checkpoint of {state['algo']}: this needs an MBPO or MBPO_TOM checkpoint.")
+    if state["algo"] != "mbpo_tom" and args.variants != ["mle"]:
+        sys.exit(f"{checkpoint} is a checkpoint of {state['algo']}: TOM's variants need an MBPO_TOM checkpoint (its dual).")
     env_id = state["env"]
     agent = load(checkpoint, env_id)
     fresh = collect(agent, env_id, args.fresh, seed=state["seed"] + 20_000)

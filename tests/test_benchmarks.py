@@ -18,6 +18,8 @@ TINY = {
     },
     "sac": {"learning_starts": 200, "batch_size": 64},
 }  # fmt: skip
+TOM_ONLY = ("policy_buffer_size", "discriminator_steps", "dual_steps")
+TINY["mbpo"] = {k: v for k, v in TINY["mbpo_tom"].items() if k not in TOM_ONLY}
 
 
 def study(results: Path, checkpoints: Path, *extra: str, ok: bool = True) -> str:
@@ -119,17 +121,27 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
         assert len(fit["buffer_sample_weights"]) == 50 and min(fit["buffer_sample_weights"]) >= 0
     agreement = record["summary"]["tom_weight_agreement"]
     assert len(agreement["spearman"]) == 1 and -1 <= agreement["pearson"][0] <= 1
-    # --warm: the round the run would do next, from the checkpoint's trained ensemble, beats 2 epochs from scratch
-    warm_json = tmp_path / "accuracy_warm.json"
-    options = ["--fits", "1", "--fresh", "100", "--buffer-sample", "50", "--epochs", "2", "--warm", "--json", str(warm_json)]
-    warm = subprocess.run([sys.executable, script, str(checkpoint), *options], capture_output=True, text=True)
-    assert warm.returncode == 0, warm.stderr[-3000:]
-    warm_record = json.loads(warm_json.read_text())
-    assert warm_record["warm"] and not record["warm"]
-    assert warm_record["fits"][0]["fresh"]["mse"] < 0.5 * record["fits"][0]["fresh"]["mse"]
     (sac_checkpoint,) = (whole / "checkpoints" / "sac_Pendulum-v1_seed0").iterdir()
     refused = subprocess.run([sys.executable, script, str(sac_checkpoint)], capture_output=True, text=True)
-    assert refused.returncode != 0 and "needs an MBPO_TOM checkpoint" in refused.stderr
+    assert refused.returncode != 0 and "needs an MBPO or MBPO_TOM checkpoint" in refused.stderr
+    # an MBPO checkpoint (its model trained 300 epochs every round): plain MLE only, from scratch or warm
+    mbpo_study = tmp_path / "mbpo"
+    trained = json.dumps({"mbpo": {**TINY["mbpo"], "model_max_epochs": 300, "model_patience": 300}})
+    study(mbpo_study / "results", mbpo_study / "checkpoints", "--algos", "mbpo", "--steps", "400", "--override", trained)
+    (mbpo_checkpoint,) = (mbpo_study / "checkpoints" / "mbpo_Pendulum-v1_seed0").iterdir()
+    refused = subprocess.run([sys.executable, script, str(mbpo_checkpoint)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "TOM's variants need an MBPO_TOM checkpoint" in refused.stderr
+    records = {}
+    for warm in (False, True):
+        out_json = tmp_path / f"accuracy_mbpo_{warm}.json"
+        options = ["--fits", "1", "--fresh", "100", "--buffer-sample", "50", "--epochs", "2", "--variants", "mle"]
+        options += ["--json", str(out_json), *(["--warm"] if warm else [])]
+        mle_only = subprocess.run([sys.executable, script, str(mbpo_checkpoint), *options], capture_output=True, text=True)
+        assert mle_only.returncode == 0, mle_only.stderr[-3000:]
+        records[warm] = json.loads(out_json.read_text())
+        assert records[warm]["warm"] == warm and [f["variant"] for f in records[warm]["fits"]] == ["mle"]
+    # --warm: the round the run would do next, from the checkpoint's trained ensemble, beats 2 epochs from scratch
+    assert records[True]["fits"][0]["fresh"]["mse"] < 0.5 * records[False]["fits"][0]["fresh"]["mse"]
 
     # the report turns the results into curves, TOM diagnostics and the summary table
     readme = whole / "README.md"

@@ -36,20 +36,34 @@ class Transitions:
 
 
 def real_buffer_size(buffer: ReplayBuffer) -> int:
-    """Number of transitions stored in an SB3 replay buffer."""
-    return buffer.buffer_size if buffer.full else buffer.pos
+    """
+    Number of usable transitions in an SB3 replay buffer: those stored, less one in a full buffer with
+    ``optimize_memory_usage``, whose row at ``pos`` already holds the newest next observation as its observation
+    (beside its old action and reward; SB3's ``sample`` never draws it either).
+    """
+    if not buffer.full:
+        return buffer.pos
+    return buffer.buffer_size - int(buffer.optimize_memory_usage)
+
+
+def sample_real_indices(buffer: ReplayBuffer, size: int) -> np.ndarray:
+    """``size`` storage indices of usable transitions (:func:`real_buffer_size`), drawn uniformly with replacement."""
+    if buffer.full and buffer.optimize_memory_usage:  # as SB3: every row but the one at ``pos``
+        return (np.random.randint(1, buffer.buffer_size, size=size) + buffer.pos) % buffer.buffer_size
+    return np.random.randint(0, real_buffer_size(buffer), size=size)
 
 
 def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.ndarray | None = None) -> Transitions:
     """
-    Transitions of an SB3 ``ReplayBuffer`` (single env) as tensors, in storage order (or at ``indices``).
+    Transitions of an SB3 ``ReplayBuffer`` (single env) as tensors at the storage ``indices`` (default: every usable
+    transition, oldest first, :func:`chronological_indices`).
 
     Time-limit truncations are not terminals: ``terminated = dones * (1 - timeouts)``.
     """
     if buffer.n_envs != 1:
         raise ValueError("Only single-environment replay buffers are supported.")
     if indices is None:
-        indices = np.arange(real_buffer_size(buffer))
+        indices = chronological_indices(buffer)
     n = len(indices)
     if buffer.optimize_memory_usage:  # next observations are the following rows of ``observations``
         next_obs_store, next_indices = buffer.observations, (indices + 1) % buffer.buffer_size
@@ -100,10 +114,11 @@ def recent_mask(n: int, window: int, device: th.device | str = "cpu") -> th.Tens
 
 
 def chronological_indices(buffer: ReplayBuffer) -> np.ndarray:
-    """Storage indices of an SB3 replay buffer ordered from oldest to newest transition."""
-    if buffer.full:
-        return (np.arange(buffer.buffer_size) + buffer.pos) % buffer.buffer_size
-    return np.arange(buffer.pos)
+    """Storage indices of the usable transitions of an SB3 replay buffer (:func:`real_buffer_size`), oldest first."""
+    n = real_buffer_size(buffer)
+    if not buffer.full:
+        return np.arange(n)
+    return (np.arange(buffer.buffer_size - n, buffer.buffer_size) + buffer.pos) % buffer.buffer_size
 
 
 class ModelReplayBuffer:
@@ -221,7 +236,7 @@ class MixedBatchSampler:
     def sample(self, batch_size: int, env: object | None = None) -> ReplayBufferSamples:
         n_real = self.n_real(batch_size)
         device = self.model_buffer.device
-        real_idx = np.random.randint(0, real_buffer_size(self.real_buffer), size=n_real)
+        real_idx = sample_real_indices(self.real_buffer, n_real)
         real = real_transitions(self.real_buffer, device, real_idx)
         if n_real < batch_size:
             model = self.model_buffer.sample(batch_size - n_real)
@@ -248,7 +263,7 @@ class MixedBatchSampler:
         n_real = self.n_real(batch_size)
         n_model = batch_size - n_real
         device = self.model_buffer.device
-        real_idx = np.random.randint(0, real_buffer_size(self.real_buffer), size=n_batches * n_real)
+        real_idx = sample_real_indices(self.real_buffer, n_batches * n_real)
         real = real_transitions(self.real_buffer, device, real_idx)
         model = self.model_buffer.sample(n_batches * n_model) if n_model > 0 else None
 

@@ -11,9 +11,19 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from sb3_tom import MBPO
-from sb3_tom.buffers import MixedBatchSampler, ModelReplayBuffer, Transitions, end_last_episode, real_transitions
+from sb3_tom.buffers import (
+    MixedBatchSampler,
+    ModelReplayBuffer,
+    Transitions,
+    chronological_indices,
+    end_last_episode,
+    real_buffer_size,
+    real_transitions,
+)
 from sb3_tom.mbpo.schedule import rollout_length_at
 from sb3_tom.tom.start_states import episode_start_mask
+
+HOPPER_OBS_DIM = 11  # Hopper-v4's observation size
 
 # Tiny settings so that a few hundred steps run in seconds
 FAST = dict(**TINY_MBPO, learning_starts=100, model_train_freq=100, rollout_batch_size=200, model_max_epochs=5)
@@ -85,12 +95,40 @@ def test_end_last_episode_marks_only_an_unfinished_newest_transition(optimize_me
     for t in range(5):  # wraps: the newest transition is row 0
         buffer.add(np.zeros(2), np.zeros(2), np.zeros(2), np.array([t]), np.array([t == 1]), [{}])
     end_last_episode(buffer)
-    ends = real_transitions(buffer, "cpu")
+    ends = real_transitions(buffer, "cpu", np.arange(4))  # storage order
     assert ends.episode_ends is not None and ends.episode_ends.tolist() == [1, 1, 0, 0]
     # a cut episode is a truncation; with optimize_memory_usage (next observation overwritten) a terminal, as in SB3
     assert ends.terminated.tolist() == [int(optimize_memory_usage), 1, 0, 0]
     end_last_episode(buffer)  # already an episode end: unchanged
     assert buffer.dones[:, 0].tolist() == [1, 1, 0, 0] and buffer.timeouts.sum() == int(not optimize_memory_usage)
+
+
+@pytest.mark.parametrize("optimize_memory_usage", [False, True])
+def test_a_full_buffer_never_yields_the_row_sb3_has_overwritten(optimize_memory_usage):
+    """
+    With ``optimize_memory_usage`` SB3 keeps each next observation as the following row's observation, so in a full
+    buffer the oldest row (at ``pos``) already holds the newest next observation beside its old action and reward:
+    SB3 never samples it, and neither may the model's training data, TOM's pools or SAC's real batches.
+    """
+    space = spaces.Box(-np.inf, np.inf, (HOPPER_OBS_DIM,), np.float32)
+    act_space = spaces.Box(-1, 1, (3,), np.float32)
+    buffer = ReplayBuffer(8, space, act_space, optimize_memory_usage=optimize_memory_usage, handle_timeout_termination=False)
+    for t in range(11):  # wraps: pos = 3
+        obs = np.full(HOPPER_OBS_DIM, float(t))
+        buffer.add(obs, obs + 1, np.full(3, 0.1 * t), np.array([t]), np.array([False]), [{}])
+    order = chronological_indices(buffer)
+    data = real_transitions(buffer, "cpu", order)
+    assert th.equal(data.next_observations - data.observations, th.ones_like(data.observations))
+    assert data.rewards.tolist() == list(range(11 - len(order), 11))  # oldest first, newest last
+    assert real_buffer_size(buffer) == len(order) == 8 - int(optimize_memory_usage)
+    assert th.equal(real_transitions(buffer, "cpu").rewards, data.rewards)  # the default: the same rows
+
+    np.random.seed(0)
+    sampler = MixedBatchSampler(buffer, ModelReplayBuffer(10, HOPPER_OBS_DIM, 3), real_ratio=0.05)
+    for batch in (sampler.sample(4096), sampler.sample_many(8, 512)):
+        rewards, obs, next_obs = batch.rewards.reshape(-1), batch.observations, batch.next_observations
+        assert th.equal(next_obs - obs, th.ones_like(obs))  # only consistent rows
+        assert set(rewards.tolist()) == set(data.rewards.tolist())  # every usable row, uniformly reachable
 
 
 def test_mixed_batches_have_exact_real_count():

@@ -254,6 +254,24 @@ def test_kl_loss_is_stable_for_large_residuals():
     assert th.isfinite(w).all() and float(w.mean()) == pytest.approx(1.0, rel=1e-4)
 
 
+def test_kl_weights_are_exp_e_wherever_that_is_finite_and_every_residual_has_a_gradient():
+    """
+    As the official code, ``w = exp(e)`` (no bound on ``e`` below float32's overflow at about 88.7), finite beyond it;
+    the log-sum-exp dual term passes a gradient to every residual, the large ones included.
+    """
+    kl = F_DIVERGENCES["kl"]
+    e = th.tensor([0.0, 60.0, 55.0, -5.0], requires_grad=True)
+    (grad,) = th.autograd.grad(kl.conjugate_mean(e), e)
+    th.testing.assert_close(grad, th.softmax(e.detach(), 0))  # exp(e) / sum exp(e), each one positive
+    assert bool((grad > 0).all()), grad
+    e = th.tensor([0.0, 60.0, -60.0, 80.0, 200.0])
+    w = kl.weights(e)
+    th.testing.assert_close(w[:4], th.exp(e[:4]))
+    assert bool(th.isfinite(w).all()) and float(w[4]) == th.finfo(th.float32).max
+    normalized = kl.normalized(e, kl.reference(e))
+    assert bool(th.isfinite(normalized).all()) and float(normalized.mean()) == pytest.approx(1.0, rel=1e-5)
+
+
 # ---------------------------------------------------------------- (c) weighted NLL fits the weighted subset
 def test_weighted_nll_fits_weighted_subset_better_than_mle():
     gen = th.Generator().manual_seed(0)
@@ -334,6 +352,38 @@ def test_start_states_are_drawn_from_clipped_or_official_unclipped_weights(clip)
         assert float(probabilities.max()) == pytest.approx(1.5)
     else:  # normalised (mean 1 over the buffer), never clipped: ∝ the raw weights
         assert float(probabilities.max()) > 1.5 and float(probabilities.mean()) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("weight_mode", ["weighted_nll", "resample"])
+def test_weight_diagnostics_describe_the_weights_the_model_is_fit_with(weight_mode):
+    """
+    ``tom/weight_ess_fraction``, ``tom/weight_clipped_fraction`` and ``tom/recent_weight_ratio`` are statistics of the
+    weights the ensemble is trained with: the normalised, clipped ones, or with ``"resample"`` the raw weights clipped
+    (never normalised). Residuals shifted by +3 put the raw weights' mean far from 1, where the two differ.
+    """
+    model = fast_tom(seed=0, weight_mode=weight_mode, weight_clip=2.0)
+    model.set_logger(configure(None, [""]))
+    residuals_of = model._residuals
+    model._residuals = lambda data, log_ratio: residuals_of(data, log_ratio) + 3.0  # type: ignore[method-assign]
+    fitted: list[th.Tensor] = []
+    fit = model._fit_dynamics
+
+    def recording_fit(data, sample_weight=None, resample=False):
+        if sample_weight is not None:
+            fitted.append(sample_weight)
+        return fit(data, sample_weight, resample)
+
+    model._fit_dynamics = recording_fit  # type: ignore[method-assign]
+    model.learn(450)
+    values = model.logger.name_to_value
+    assert values["tom/active"] == 1 and len(fitted) == 1
+    w = fitted[0]
+    recent = recent_mask(len(w), model.policy_buffer_size)
+    assert values["tom/weight_ess_fraction"] == pytest.approx(float(w.sum() ** 2 / (w**2).sum()) / len(w), rel=1e-5)
+    assert values["tom/weight_clipped_fraction"] == pytest.approx(float((w == 2.0).float().mean()), abs=1e-6)
+    assert values["tom/recent_weight_ratio"] == pytest.approx(float(w[recent].mean() / w.mean()), rel=1e-5)
+    if weight_mode == "resample":  # raw weights, most of them clipped: their mean is about 4
+        assert values["tom/weight_clipped_fraction"] > 0.5 and values["tom/weight_raw_mean"] > 2.0
 
 
 def record_rounds(model: MBPO_TOM) -> list[tuple[int, int]]:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import torch as th
 
-KL_RESIDUAL_BOUND = 50.0  # |e| bound before exponentiating (the official code overflows)
-
 
 @dataclass(frozen=True)
 class FDivergence(ABC):
@@ -65,25 +63,28 @@ class ChiSquare(FDivergence):
 
 class KullbackLeibler(FDivergence):
     """
-    KL: the dual term is ``log E_D[exp(e)]`` and ``w = exp(e)``, computed in log space (log-sum-exp, ``e`` clamped to
-    ``±KL_RESIDUAL_BOUND``) so that nothing overflows; the reference is the log of the mean weight.
+    KL: the dual term is ``log E_D[exp(e)]`` (log-sum-exp, which never overflows) and ``w = exp(e)``; the reference is
+    the log of the mean weight, so the normalised weights ``exp(e - reference)`` stay finite too. Where ``exp(e)``
+    itself overflows float32 (``e`` above about 88.7, where the official code's weights become infinite), the raw
+    weight is the largest finite float.
     """
 
     def conjugate_mean(self, e: th.Tensor) -> th.Tensor:
-        return th.logsumexp(self._clamped(e), dim=0) - math.log(e.shape[0])
+        return th.logsumexp(e, dim=0) - math.log(e.shape[0])
 
     def weights(self, e: th.Tensor) -> th.Tensor:
-        return th.exp(self._clamped(e))
+        return _finite_exp(e)
 
     def reference(self, e: th.Tensor) -> float:
         return float(self.conjugate_mean(e))
 
     def normalized(self, e: th.Tensor, reference: float) -> th.Tensor:
-        return th.exp(self._clamped(e) - reference)
+        return _finite_exp(e - reference)
 
-    @staticmethod
-    def _clamped(e: th.Tensor) -> th.Tensor:
-        return e.clamp(-KL_RESIDUAL_BOUND, KL_RESIDUAL_BOUND)
+
+def _finite_exp(x: th.Tensor) -> th.Tensor:
+    """``exp(x)``, with an overflow to infinity replaced by the dtype's largest finite value."""
+    return th.exp(x).clamp(max=th.finfo(x.dtype).max)
 
 
 #: The f-divergences by the name ``MBPO_TOM(f_divergence=...)`` takes.

@@ -317,8 +317,10 @@ class MBPO_TOM(MBPO):
             return None
         self._weight_reference = reference
         normalized = divergence.normalized(e, reference)
-        weights = clip_weights(normalized, self.weight_clip)
-        stats = weight_statistics(raw, normalized, weights, self.weight_clip, recent)
+        # the official scheme (``"resample"``) clips the raw weights, never normalised
+        unclipped = normalized if self.weight_mode == "weighted_nll" else raw
+        weights = clip_weights(unclipped, self.weight_clip)
+        stats = weight_statistics(raw, unclipped, weights, self.weight_clip, recent)
 
         self.logger.record("tom/active", 1)
         self.logger.record("tom/dual_loss", dual_stats.loss)
@@ -328,13 +330,11 @@ class MBPO_TOM(MBPO):
         self.logger.record("tom/weight_clipped_fraction", stats.clipped_fraction)
         self.logger.record("tom/recent_weight_ratio", stats.recent_ratio)
 
-        if self.weight_mode == "weighted_nll":
-            self._fit_dynamics(data, sample_weight=weights)
-        else:  # the official scheme: raw weights clipped, never normalised; holdout first, minibatches resampled
-            self._fit_dynamics(data, sample_weight=clip_weights(raw, self.weight_clip), resample=True)
+        # resample: the holdout is drawn first, every epoch's minibatches ∝ the weights (the official scheme)
+        self._fit_dynamics(data, sample_weight=weights, resample=self.weight_mode == "resample")
         if not self.weighted_start_states:
             return None
-        return weights if self.clip_start_state_weights else normalized
+        return clip_weights(normalized, self.weight_clip) if self.clip_start_state_weights else normalized
 
     def _train_log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
         """``r(s, a, s')`` of every transition: the new discriminator's logit, or the recent-window indicator."""

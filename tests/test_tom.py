@@ -361,7 +361,7 @@ def test_weight_diagnostics_describe_the_weights_the_model_is_fit_with(weight_mo
     weights the ensemble is trained with: the normalised, clipped ones, or with ``"resample"`` the raw weights clipped
     (never normalised). Residuals shifted by +3 put the raw weights' mean far from 1, where the two differ.
     """
-    model = fast_tom(seed=0, weight_mode=weight_mode, weight_clip=2.0)
+    model = fast_tom("HalfCheetah-v4", seed=0, weight_mode=weight_mode, weight_clip=2.0)  # 6-D actions, 17-D obs
     model.set_logger(configure(None, [""]))
     residuals_of = model._residuals
     model._residuals = lambda data, log_ratio: residuals_of(data, log_ratio) + 3.0  # type: ignore[method-assign]

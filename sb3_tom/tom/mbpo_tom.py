@@ -394,7 +394,8 @@ class MBPO_TOM(MBPO):
         :param actions: ``(n, action_dim)`` actions in the policy's scaled ``[-1, 1]`` space (as stored in the buffer).
         :param next_observations: ``(n, obs_dim)``
         :param terminated: ``(n,)`` true terminal flags (not truncations).
-        :param clip: Apply ``weight_clip`` as in training.
+        :param clip: Clip the normalised weights at ``weight_clip``: the weights ``"weighted_nll"`` fits the model with
+            and rollout starts are drawn from (``"resample"`` fits it with the raw weights clipped instead).
         :param seed: Seed of the policy's action samples.
         :return: Weights of shape ``(n,)``.
         """

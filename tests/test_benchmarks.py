@@ -205,3 +205,21 @@ def test_report_reads_only_run_results(tmp_path):
     (tmp_path / "model_accuracy_Hopper-v4_seed0_8000.json").write_text(json.dumps({"env": "Hopper-v4", "fits": []}))
     runs = load_runs(tmp_path)
     assert list(runs) == ["Hopper-v4"] and runs["Hopper-v4"]["mbpo"] == [run] and list(runs["Hopper-v4"]) == ["mbpo"]
+
+
+def test_termination_accuracy_script_scores_the_classifier_against_the_env(tmp_path):
+    """``benchmarks/termination_accuracy.py`` on real Hopper-v4 transitions, tiny budget: one row per threshold."""
+    out = tmp_path / "rows.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "termination_accuracy.py"), "--envs", "Hopper-v4", "--transitions",
+        "600", "--steps", "20", "--seeds", "0", "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [row["threshold"] for row in rows] == ["balanced", "prior log-odds"]
+    for row in rows:
+        assert 0 < row["terminals"] < 600 and row["terminal_rate"] == pytest.approx(row["terminals"] / 600)
+        assert 0 <= row["false_terminals"] <= 600 - row["terminals"] and 0 <= row["missed_terminals"] <= row["terminals"]
+    assert rows[1]["predicted_rate"] <= rows[0]["predicted_rate"]  # the prior's log-odds (< 0) only remove terminals
+    assert "Hopper-v4 seed 0" in result.stdout

@@ -211,9 +211,10 @@ class LearnedTermination(nn.Module):
     The threshold is that of the balanced classes (logit 0), not corrected for how rare terminals are, so its errors
     lean towards predicting a terminal: a false terminal only stops a model rollout early, while a missed one lets
     the rollout and SAC's target run on through a fall. On random Hopper-v4 and Walker2d-v4 transitions (4.5-4.7%
-    terminal) one fit from scratch (200 steps) predicted 9-11% terminal and missed 0.2-0.6% of the true terminals;
-    the same network with the prior's log-odds added missed 24-48% of them. The classifier is kept from round to round,
-    so its false terminals fall as it trains (5.0-5.3% predicted after 3,000 steps).
+    terminal) a fit of 200 steps from scratch predicted 8.9-9.9% terminal and missed 0.8-2.8% of the true terminals;
+    at the prior's threshold the same network missed 31-49% of them. The classifier is kept from round to round, so
+    its false terminals fall as it trains (a fit of 3,000 steps: 5.0-5.6% predicted, 0-1.2% missed;
+    ``benchmarks/termination_accuracy.py``).
 
     The standardisation statistics are recomputed from the data of each :meth:`fit` call (meant to be the whole
     replay buffer); a dimension that is constant there is left unscaled (std 1), so that model noise in it is not

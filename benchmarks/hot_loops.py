@@ -9,7 +9,8 @@ and the discriminator's step (BCE + gradient penalty, batch 256). Ways:
 
 * ``written-out``: a hand-derived gradient, where the package has one (only SAC's, ``MLPSACStep``, is kept; the
   ensemble's and the dual's were measured, then deleted: ``benchmarks/RESULTS.md``); for SAC also with the oneDNN
-  matmuls off (the BLAS instead), which is what runs on CPUs without AVX-512;
+  matmuls off (the BLAS instead), which is what runs on CPUs without AVX-512, and with the ReLU gradient as the public
+  mask product instead of ``aten::threshold_backward`` (``kernels.relu_backward``);
 * ``autograd+kernels``: the autograd definition with its matmuls on :mod:`sb3_tom.kernels` (oneDNN on CPU), the
   package's default where no written-out gradient is kept. For SAC, SB3's policy modules are routed through
   ``kernels.linear`` for the measurement only;
@@ -77,13 +78,16 @@ def run_counts(epochs_per_round: float) -> dict[str, float]:
 
 
 @contextmanager
-def fast(enabled: bool, onednn: bool = True) -> Iterator[None]:
+def fast(enabled: bool, onednn: bool = True, threshold_backward: bool = True) -> Iterator[None]:
     previous = kernels.fast_kernels(), kernels.onednn_enabled()
+    available = kernels.AVAILABLE["threshold_backward"]
     kernels.set_fast_kernels(enabled, onednn=onednn)
+    kernels.AVAILABLE["threshold_backward"] = available and threshold_backward
     try:
         yield
     finally:
         kernels.set_fast_kernels(*previous)
+        kernels.AVAILABLE["threshold_backward"] = available
 
 
 @contextmanager
@@ -105,17 +109,24 @@ def sac_batch() -> ReplayBufferSamples:
 
 def sac_loops() -> dict[str, Callable[[int], None]]:
     env = gym.make("HalfCheetah-v4")
-    models = {name: SAC("MlpPolicy", env, seed=0, device="cpu") for name in ("written", "mkl", "autograd", "off")}
+    names = ("written", "mkl", "mask", "autograd", "off")
+    models = {name: SAC("MlpPolicy", env, seed=0, device="cpu") for name in names}
     batches = [sac_batch() for _ in range(8)]
 
     def loop(
-        name: str, make_step: Callable[[SAC], Any], enabled: bool, patch: bool, onednn: bool = True
+        name: str,
+        make_step: Callable[[SAC], Any],
+        enabled: bool,
+        patch: bool,
+        onednn: bool = True,
+        threshold_backward: bool = True,
     ) -> Callable[[int], None]:
         model = models[name]
         step = make_step(model)
 
         def run(n: int) -> None:
-            with fast(enabled, onednn), kernels.fast_adam([model.actor.optimizer, model.critic.optimizer]):
+            optimizers = [model.actor.optimizer, model.critic.optimizer]
+            with fast(enabled, onednn, threshold_backward), kernels.fast_adam(optimizers):
                 context = linear_modules_on_kernels() if patch else nullcontext()
                 with context:
                     for i in range(n):
@@ -126,6 +137,7 @@ def sac_loops() -> dict[str, Callable[[int], None]]:
     return {
         "written-out": loop("written", MLPSACStep, True, False),
         "written-out, no oneDNN": loop("mkl", MLPSACStep, True, False, onednn=False),
+        "written-out, mask-product ReLU gradient": loop("mask", MLPSACStep, True, False, threshold_backward=False),
         "autograd+kernels": loop("autograd", AutogradSACStep, True, True),
         "autograd, kernels off": loop("off", AutogradSACStep, False, False),
     }
@@ -252,6 +264,7 @@ def main() -> None:
             "autograd_kernels_off_ms": off,
             "written_out_share_of_run": written_share,
             "kernels_share_of_run": kernels_share,
+            "ms_per_step": times,
         }
         written_text = "deleted" if written is None else f"{written:.3f}"
         saved = "n/a" if written_share is None else f"{autograd / written:.2f}x ({100 * written_share:.1f}%)"

@@ -67,6 +67,21 @@ def test_linear_gradcheck_and_no_grad():
     assert out.grad_fn is None and th.allclose(out, F.linear(x, weight, bias))
 
 
+@pytest.mark.parametrize("private", [True, False], ids=["threshold_backward", "mask-product"])
+def test_relu_backward_is_autograds_relu_gradient(fast, private, monkeypatch):
+    """relu_backward gives autograd's ReLU gradient exactly on either path, zero where the output is exactly zero."""
+    monkeypatch.setitem(kernels.AVAILABLE, "threshold_backward", private and kernels.AVAILABLE["threshold_backward"])
+    gen = th.Generator().manual_seed(0)
+    x = th.randn(512, 256, generator=gen)
+    x[:, :8] = 0.0
+    x.requires_grad_(True)
+    out = x.relu()
+    upstream = th.randn(out.shape, generator=gen)
+    (expected,) = th.autograd.grad(out, x, upstream)
+    got = kernels.relu_backward(upstream, out.detach())
+    assert th.equal(got, expected) and bool((got[:, :8] == 0).all())
+
+
 @pytest.mark.parametrize("members", [1, 5, 7])
 def test_batched_linear_matches_baddbmm(fast, members):
     """An ensemble layer: values and gradients equal th.baddbmm's for any number of members (thread split or not)."""

@@ -76,7 +76,7 @@ def real_transitions(buffer: ReplayBuffer, device: th.device | str, indices: np.
         chunk = tuning.GATHER_CHUNK_ROWS
         for start in range(0, n, chunk):
             out[start : start + chunk] = array[rows[start : start + chunk], 0]
-        return th.as_tensor(out.reshape(n, -1) if out.ndim > 1 else out, device=device)
+        return th.as_tensor(out.reshape(n, int(np.prod(array.shape[2:]))) if out.ndim > 1 else out, device=device)
 
     dones = gather(buffer.dones, indices)
     return Transitions(

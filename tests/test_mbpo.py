@@ -145,6 +145,20 @@ def test_mixed_batches_have_exact_real_count():
         assert batch.dones.shape == (batch_size, 1)
 
 
+@pytest.mark.parametrize("fast_update", [True, False])
+def test_real_ratio_zero_trains_on_model_transitions_only(fast_update):
+    """``real_ratio=0`` (allowed, as in MBPO's config) gives all-model batches and trains, on Hopper's spaces."""
+    model = fast_mbpo("Hopper-v4", real_ratio=0.0, fast_update=fast_update)
+    model.learn(250)
+    assert len(model.model_buffer) > 0 and model.logger.name_to_value["train/critic_loss"] != 0
+    model_buffer = ModelReplayBuffer(500, HOPPER_OBS_DIM, 3)
+    model_buffer.add(transitions(300, HOPPER_OBS_DIM, 3, 1e6))  # model data is marked
+    sampler = MixedBatchSampler(model.replay_buffer, model_buffer, real_ratio=0.0)
+    batch, batches = sampler.sample(64), sampler.sample_many(3, 64)
+    assert batch.observations.shape == (64, HOPPER_OBS_DIM) and bool((batch.rewards == 1e6).all())
+    assert batches.observations.shape == (3, 64, HOPPER_OBS_DIM) and bool((batches.rewards == 1e6).all())
+
+
 def test_mixing_is_all_real_while_model_buffer_empty():
     model = fast_mbpo()
     model.learn(50)

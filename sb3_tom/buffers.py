@@ -139,8 +139,7 @@ class ModelReplayBuffer:
         self.action_dim = action_dim
         self.device = th.device(device)
         # One row per transition: obs | action | reward | next_obs | terminated
-        self._width = 2 * obs_dim + action_dim + 2
-        self.storage = th.zeros(capacity, self._width, device=self.device)
+        self.storage = th.zeros(capacity, 2 * obs_dim + action_dim + 2, device=self.device)
         self.pos = 0
         self.size = 0
 
@@ -159,20 +158,13 @@ class ModelReplayBuffer:
             ],
             dim=1,
         ).to(self.device)
+        rows = rows[-self.capacity :]  # the newest ``capacity`` rows (all of them when fewer)
         n = rows.shape[0]
-        if n == 0:
-            return
-        if n >= self.capacity:
-            rows = rows[-self.capacity :]
-            n = self.capacity
-        end = self.pos + n
-        if end <= self.capacity:
-            self.storage[self.pos : end] = rows
-        else:
-            first = self.capacity - self.pos
-            self.storage[self.pos :] = rows[:first]
-            self.storage[: n - first] = rows[first:]
-        self.pos = end % self.capacity
+        # up to the end of the storage, then the rest (if any) from its start
+        first = min(n, self.capacity - self.pos)
+        self.storage[self.pos : self.pos + first] = rows[:first]
+        self.storage[: n - first] = rows[first:]
+        self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
     def clear(self) -> None:
@@ -190,14 +182,11 @@ class ModelReplayBuffer:
             rows[:, -1],
         )
 
-    def sample_rows(self, n: int) -> th.Tensor:
-        """``n`` uniformly sampled stored rows (with replacement)."""
+    def sample(self, n: int) -> Transitions:
+        """``n`` uniformly sampled stored transitions (with replacement)."""
         if self.size == 0:
             raise ValueError("The model buffer is empty.")
-        return self.storage[th.randint(self.size, (n,), device=self.device)]
-
-    def sample(self, n: int) -> Transitions:
-        return self._split(self.sample_rows(n))
+        return self._split(self.storage[th.randint(self.size, (n,), device=self.device)])
 
     def all(self) -> Transitions:
         """Every stored transition, oldest first."""
@@ -208,8 +197,7 @@ class ModelReplayBuffer:
     def resized(self, capacity: int) -> "ModelReplayBuffer":
         """A new buffer of ``capacity`` holding the most recent transitions of this one."""
         new = ModelReplayBuffer(capacity, self.obs_dim, self.action_dim, self.device)
-        if self.size > 0:
-            new.add(self.all())
+        new.add(self.all())
         return new
 
 
@@ -234,26 +222,8 @@ class MixedBatchSampler:
         return int(self.real_ratio * batch_size)  # rounded down, as in MBPO (12 of 256 at 5%)
 
     def sample(self, batch_size: int, env: object | None = None) -> ReplayBufferSamples:
-        n_real = self.n_real(batch_size)
-        device = self.model_buffer.device
-        real_idx = sample_real_indices(self.real_buffer, n_real)
-        real = real_transitions(self.real_buffer, device, real_idx)
-        if n_real < batch_size:
-            model = self.model_buffer.sample(batch_size - n_real)
-            real = Transitions(
-                th.cat([real.observations, model.observations]),
-                th.cat([real.actions, model.actions]),
-                th.cat([real.rewards, model.rewards]),
-                th.cat([real.next_observations, model.next_observations]),
-                th.cat([real.terminated, model.terminated]),
-            )
-        return ReplayBufferSamples(
-            observations=real.observations,
-            actions=real.actions,
-            next_observations=real.next_observations,
-            dones=real.terminated.reshape(-1, 1),
-            rewards=real.rewards.reshape(-1, 1),
-        )
+        """One batch, drawn as :meth:`sample_many` draws each of its batches."""
+        return ReplayBufferSamples(*(t[0] for t in self.sample_many(1, batch_size, env)[:5]))
 
     def sample_many(self, n_batches: int, batch_size: int, env: object | None = None) -> ReplayBufferSamples:
         """

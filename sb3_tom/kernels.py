@@ -11,7 +11,7 @@ a CPU comes from here, through ordinary differentiable functions:
   BLAS is faster, and is used);
 * :func:`batched_linear`, the ensemble's layers: without autograd (rollouts), split so that every thread gets the
   same number of matrices (:func:`batched_matmul`);
-* :func:`fused_adam_step`: Adam's fused CPU kernel (``torch._fused_adam_``) called directly on kept lists of tensors,
+* :class:`AdamKernel`: Adam's fused CPU kernel (``torch._fused_adam_``) called directly on kept lists of tensors,
   which at these sizes costs a fraction of ``optimizer.step()``;
 * :func:`polyak_update`: the target-network update as two multi-tensor ops (``torch._foreach_*``);
 * :func:`relu_backward`: the gradient through a ReLU as autograd computes it (``aten::threshold_backward``), one
@@ -235,31 +235,10 @@ def batched_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tenso
 
 
 def fused_adam_usable(params: list[th.Tensor]) -> bool:
-    """Whether :func:`fused_adam_step` can run on ``params`` (fast kernels on, probe passed, CPU float32)."""
+    """Whether :class:`AdamKernel` can use the fused Adam kernel on ``params`` (fast kernels on, probe passed, CPU float32)."""
     return (
         _enabled["fast"] and AVAILABLE["fused_adam"] and all(p.device.type == "cpu" and p.dtype == th.float32 for p in params)
     )
-
-
-def fused_adam_step(
-    decoupled: bool,
-    params: list[th.Tensor],
-    grads: list[th.Tensor],
-    exp_avgs: list[th.Tensor],
-    exp_avg_sqs: list[th.Tensor],
-    max_exp_avg_sqs: list[th.Tensor],
-    state_steps: list[th.Tensor],
-    **options: Any,
-) -> None:
-    """
-    One step of PyTorch's fused Adam (``decoupled``: AdamW) CPU kernel, the one ``Adam(fused=True).step()`` runs, on
-    the optimizer's state tensors (updated in place). Call only where :func:`fused_adam_usable` holds.
-
-    :param options: ``lr``, ``beta1``, ``beta2``, ``weight_decay``, ``eps``, ``amsgrad``, ``maximize`` (floats/bools).
-    """
-    th._foreach_add_(state_steps, 1.0)
-    kernel = th._fused_adamw_ if decoupled else th._fused_adam_
-    kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, **options)
 
 
 def polyak_update(targets: list[th.Tensor], sources: list[th.Tensor], tau: float) -> None:
@@ -314,9 +293,10 @@ class AdamKernel:
     ``optimizer.step()`` regroups its tensors by device and dtype and checks its settings on every call, which costs
     more than the update itself for small networks stepped thousands of times. This class does that work once: the
     first :meth:`step` goes through ``optimizer.step()`` (which also creates the optimizer state), later ones call
-    the fused kernel (:func:`fused_adam_step`) on the lists it kept, the kernel ``optimizer.step()`` itself runs
-    with ``fused=True``. Where that kernel does not apply (not CPU float32, ``differentiable``, ``capturable``, a tensor
-    learning rate, a missing kernel), every step goes through ``optimizer.step()``.
+    the fused kernel (``torch._fused_adam_``, ``_fused_adamw_`` for AdamW) on the lists it kept, the kernel
+    ``optimizer.step()`` itself runs with ``fused=True``. Where that kernel does not apply (not CPU float32,
+    ``differentiable``, ``capturable``, a tensor learning rate, a missing kernel), every step goes through
+    ``optimizer.step()``.
 
     Build a new one whenever the optimizer's settings (e.g. its learning rate) may have changed.
 
@@ -379,8 +359,9 @@ class AdamKernel:
                 self._prepare()
             return
         kernel = self._kernel
-        fused_adam_step(
-            self._decoupled,
+        th._foreach_add_(kernel["state_steps"], 1.0)
+        fused_adam = th._fused_adamw_ if self._decoupled else th._fused_adam_
+        fused_adam(
             self.params,
             grads,
             kernel["exp_avgs"],

@@ -16,8 +16,6 @@ ActionSampler = Callable[[th.Tensor], th.Tensor]
 class RolloutStats:
     """What one batch of branched rollouts produced."""
 
-    n_transitions: int
-    n_start_states: int
     terminated_fraction: float  # fraction of rollouts that ended in a predicted terminal state
     n_nonfinite: int  # samples dropped because the model produced NaN/inf
     mean_length: float
@@ -64,8 +62,6 @@ def branched_rollout(
         n_terminated += int(terminated.sum())
         obs = next_obs[~terminated]
     return RolloutStats(
-        n_transitions=n_transitions,
-        n_start_states=n_start,
         terminated_fraction=n_terminated / max(n_start, 1),
         n_nonfinite=n_nonfinite,
         mean_length=n_transitions / max(n_start, 1),

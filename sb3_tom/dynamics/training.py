@@ -218,7 +218,8 @@ class EnsembleTrainer:
         # counts, so a warm-started member is never reverted to its pre-round weights (the holdout is redrawn every
         # round and overlaps last round's training data, so the pre-round model would often look best).
         best_mse = th.full((n_members,), float("inf"), device=device)
-        best_state: dict[str, th.Tensor] = {}
+        # (The pre-round copy is a placeholder only: the first evaluation improves every member on +inf and replaces it.)
+        best_state = {name: param.detach().clone() for name, param in self._member_parameters()}
         epochs_since_update = 0
         epoch = 0
         params: list[th.Tensor] = list(ensemble.parameters())
@@ -320,12 +321,8 @@ class EnsembleTrainer:
         members' layers only: the shared log-variance bounds keep the value training left them at.
         """
         for name, param in self._member_parameters():
-            value = param.detach()
-            if name in best_state:
-                mask = improved.view(-1, *([1] * (param.dim() - 1)))
-                best_state[name] = th.where(mask, value, best_state[name])
-            else:  # the first snapshot of the round: every member improves on +inf
-                best_state[name] = value.clone()
+            mask = improved.view(-1, *([1] * (param.dim() - 1)))
+            best_state[name] = th.where(mask, param.detach(), best_state[name])
 
     def _restore(self, best_state: dict[str, th.Tensor]) -> None:
         with th.no_grad():

@@ -74,16 +74,7 @@ def sample_batches(
         stacked = ReplayBufferSamples(*(t.reshape(n_batches, batch_size, *t.shape[1:]) for t in flat[:5]))
     else:
         return [buffer.sample(batch_size, env) for _ in range(n_batches)]
-    return [
-        ReplayBufferSamples(
-            observations=stacked.observations[i],
-            actions=stacked.actions[i],
-            next_observations=stacked.next_observations[i],
-            dones=stacked.dones[i],
-            rewards=stacked.rewards[i],
-        )
-        for i in range(n_batches)
-    ]
+    return [ReplayBufferSamples(*(t[i] for t in stacked[:5])) for i in range(n_batches)]
 
 
 def squashed_gaussian_action_log_prob(actor: Actor, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -101,10 +92,6 @@ def squashed_gaussian_action_log_prob(actor: Actor, obs: th.Tensor) -> tuple[th.
     epsilon = actor.action_dist.epsilon  # type: ignore[union-attr]
     sample = squashed_gaussian_sample(actor.mu(latent), actor.log_std(latent), epsilon)  # type: ignore[operator]
     return sample.actions, sample.log_prob
-
-
-def _has_plain_squashed_gaussian(actor: Actor) -> bool:
-    return type(actor.action_dist) is SquashedDiagGaussianDistribution and not actor.use_sde
 
 
 def fast_sac_train(
@@ -181,7 +168,7 @@ class AutogradSACStep:
         self.model = model
         actor = model.actor
         self.action_log_prob: Callable[[th.Tensor], tuple[th.Tensor, th.Tensor]]
-        if _has_plain_squashed_gaussian(actor):
+        if type(actor.action_dist) is SquashedDiagGaussianDistribution and not actor.use_sde:
             self.action_log_prob = partial(squashed_gaussian_action_log_prob, actor)
         else:
             self.action_log_prob = actor.action_log_prob

@@ -24,7 +24,6 @@ from sb3_tom.buffers import (
     MixedBatchSampler,
     ModelReplayBuffer,
     Transitions,
-    chronological_indices,
     end_last_episode,
     real_buffer_size,
     real_transitions,
@@ -39,12 +38,10 @@ from sb3_tom.mbpo.schedule import RolloutLength, rollout_length_at, validate_rol
 SelfMBPO = TypeVar("SelfMBPO", bound="MBPO")
 
 
-def _env_id(env: GymEnv | str | None) -> str | None:
+def _env_id(env: GymEnv | None) -> str | None:
     """The registered id of a (vectorised) environment, if it has one."""
     if env is None:
         return None
-    if isinstance(env, str):
-        return env
     try:
         spec = env.get_attr("spec", indices=[0])[0] if isinstance(env, VecEnv) else env.spec  # type: ignore[union-attr]
     except AttributeError:
@@ -426,7 +423,7 @@ class MBPO(SAC):
     def _real_data(self) -> Transitions:
         """Every real transition, oldest first."""
         assert self.replay_buffer is not None
-        return real_transitions(self.replay_buffer, self.device, chronological_indices(self.replay_buffer))
+        return real_transitions(self.replay_buffer, self.device)
 
     def train_model_and_rollout(self) -> None:
         """One model round: train the ensemble on the real buffer, then refill the model buffer with rollouts."""
@@ -494,8 +491,6 @@ class MBPO(SAC):
         evaluated ``tuning.POLICY_CHUNK_ROWS`` rows at a time: 100k rollout states would otherwise hold several
         100k x 256 activations at once. Call it without autograd (rollouts, TOM's dual problem).
         """
-        if obs.shape[0] <= tuning.POLICY_CHUNK_ROWS:
-            return self.actor(obs, deterministic=False)
         return th.cat([self.actor(chunk, deterministic=False) for chunk in obs.split(tuning.POLICY_CHUNK_ROWS)])
 
     def _model_round_due(self) -> bool:

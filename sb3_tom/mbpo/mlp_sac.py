@@ -78,13 +78,10 @@ class MLPSACStep:
         self.actor_params += [self.log_std.weight, self.log_std.bias]
         self.epsilon: float = actor.action_dist.epsilon  # type: ignore[union-attr]
         self.ent_coef: EntCoefState = EntCoefState(model)
+        #: Entropy-coefficient losses of the steps so far (empty for a fixed coefficient)
+        self.ent_coef_losses: list[th.Tensor] = self.ent_coef.losses
         self.critic_adam: AdamKernel = AdamKernel(critic.optimizer, self.critic_params)
         self.actor_adam: AdamKernel = AdamKernel(actor.optimizer, self.actor_params)
-
-    @property
-    def ent_coef_losses(self) -> list[th.Tensor]:
-        """Entropy-coefficient losses of the steps so far (empty for a fixed coefficient)."""
-        return self.ent_coef.losses
 
     def _policy(
         self, obs: th.Tensor, head_weight: th.Tensor

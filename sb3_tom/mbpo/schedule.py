@@ -37,9 +37,3 @@ def rollout_length_at(rollout_length: RolloutLength, epoch: float) -> int:
     epoch_start, epoch_end, k_min, k_max = rollout_length
     frac = min(max((epoch - epoch_start) / (epoch_end - epoch_start), 0.0), 1.0)
     return int(k_min + frac * (k_max - k_min))
-
-
-def max_rollout_length(rollout_length: RolloutLength) -> int:
-    if isinstance(rollout_length, int):
-        return rollout_length
-    return int(max(rollout_length[2], rollout_length[3]))

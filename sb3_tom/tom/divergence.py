@@ -2,12 +2,10 @@
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import torch as th
 
 
-@dataclass(frozen=True)
 class FDivergence(ABC):
     """
     One f-divergence of TOM's dual problem, as the functions of the residuals ``e`` it needs:
@@ -15,11 +13,7 @@ class FDivergence(ABC):
     - :meth:`conjugate_mean`, the ``E_D[f*(e)]`` term of the dual loss over a batch;
     - :meth:`weights`, the importance weight ``w = f*'(e)`` of each transition;
     - :meth:`reference` and :meth:`normalized`, the weights divided by their mean over the replay buffer.
-
-    :param name: The value of ``MBPO_TOM(f_divergence=...)``.
     """
-
-    name: str
 
     @abstractmethod
     def conjugate_mean(self, e: th.Tensor) -> th.Tensor:
@@ -88,7 +82,7 @@ def _finite_exp(x: th.Tensor) -> th.Tensor:
 
 
 #: The f-divergences by the name ``MBPO_TOM(f_divergence=...)`` takes.
-F_DIVERGENCES: dict[str, FDivergence] = {"chi": ChiSquare("chi"), "kl": KullbackLeibler("kl")}
+F_DIVERGENCES: dict[str, FDivergence] = {"chi": ChiSquare(), "kl": KullbackLeibler()}
 
 
 def get_f_divergence(name: str) -> FDivergence:

@@ -1,16 +1,14 @@
 """TOM's dual problem: a value-like function ``Q(s, a)`` whose residuals give the importance weights."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch as th
 from torch import nn
 
 from sb3_tom.buffers import Transitions
+from sb3_tom.dynamics.model_env import ActionSampler
 from sb3_tom.kernels import AdamKernel, linear
 from sb3_tom.tom.divergence import get_f_divergence
-
-ActionSampler = Callable[[th.Tensor], th.Tensor]
 
 
 class DualValue(nn.Module):

@@ -3,15 +3,14 @@
 import inspect
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.sac.policies import MlpPolicy, SACPolicy
+from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_tom import tuning
 from sb3_tom.buffers import Transitions, real_buffer_size, recent_mask
@@ -125,8 +124,6 @@ class MBPO_TOM(MBPO):
         False: ∝ the unclipped weights, as the official code.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance.
     """
-
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
 
     def __init__(
         self,
@@ -270,22 +267,15 @@ class MBPO_TOM(MBPO):
         return F_DIVERGENCES[self.f_divergence]
 
     @property
-    def n_policy_transitions(self) -> int:
-        """
-        Real transitions collected by the policy in this run, i.e. after the initial random exploration: the newest
-        rows of the replay buffer, of which the last ``policy_buffer_size`` are TOM's current-policy pool.
-        """
-        return max(self.num_timesteps - self.learning_starts, 0)
-
-    @property
     def tom_active(self) -> bool:
         """
         Whether the next model round uses TOM: once the current-policy pool is full, i.e. ``policy_buffer_size``
-        transitions were collected by the policy (as the reference; before that, plain maximum likelihood).
+        transitions were collected by the policy after the initial random exploration (as the reference; before that,
+        plain maximum likelihood), and the replay buffer holds more than that pool.
         """
         assert self.replay_buffer is not None
         n_real = real_buffer_size(self.replay_buffer)
-        return self.n_policy_transitions >= self.policy_buffer_size and n_real > self.policy_buffer_size
+        return self.num_timesteps - self.learning_starts >= self.policy_buffer_size and n_real > self.policy_buffer_size
 
     def _episode_start_mask(self, data: Transitions) -> th.Tensor:
         """Episode starts of the chronological real data (the oldest row only while the buffer has not wrapped)."""
@@ -293,13 +283,14 @@ class MBPO_TOM(MBPO):
         return episode_start_mask(data, first_row_is_start=not self.replay_buffer.full)
 
     def _learn_model(self, data: Transitions) -> th.Tensor | None:
-        n = len(data)
         if not self.tom_active:
             self.logger.record("tom/active", 0)
             return super()._learn_model(data)
-        recent = recent_mask(n, self.policy_buffer_size, self.device)
+        recent = recent_mask(len(data), self.policy_buffer_size, self.device)
         start_time = time.perf_counter()
-        log_ratio = self._train_log_ratio(data, recent)
+        if self.use_discriminator:
+            self._train_discriminator(data, recent)
+        log_ratio = self._log_ratio(data, recent)
         dual_start_time = time.perf_counter()
         start_obs = data.observations[self._episode_start_mask(data)]
         dual_stats = self.dual_trainer.train(data, log_ratio, start_obs, self._sample_actions, self.dual_steps)
@@ -313,22 +304,17 @@ class MBPO_TOM(MBPO):
             # Degenerate dual solution (all weights zero): fall back to maximum likelihood for this round
             self.logger.record("tom/degenerate_round", 1)
             self.logger.record("tom/active", 0)
-            self._fit_dynamics(data)
-            return None
+            return super()._learn_model(data)
         self._weight_reference = reference
         normalized = divergence.normalized(e, reference)
         # the official scheme (``"resample"``) clips the raw weights, never normalised
         unclipped = normalized if self.weight_mode == "weighted_nll" else raw
         weights = clip_weights(unclipped, self.weight_clip)
-        stats = weight_statistics(raw, unclipped, weights, self.weight_clip, recent)
 
         self.logger.record("tom/active", 1)
         self.logger.record("tom/dual_loss", dual_stats.loss)
-        self.logger.record("tom/weight_raw_mean", stats.raw_mean)
-        self.logger.record("tom/weight_max", stats.max)
-        self.logger.record("tom/weight_ess_fraction", stats.ess_fraction)
-        self.logger.record("tom/weight_clipped_fraction", stats.clipped_fraction)
-        self.logger.record("tom/recent_weight_ratio", stats.recent_ratio)
+        for key, value in weight_statistics(raw, unclipped, weights, self.weight_clip, recent).items():
+            self.logger.record(f"tom/{key}", value)
 
         # resample: the holdout is drawn first, every epoch's minibatches ∝ the weights (the official scheme)
         self._fit_dynamics(data, sample_weight=weights, resample=self.weight_mode == "resample")
@@ -336,10 +322,8 @@ class MBPO_TOM(MBPO):
             return None
         return clip_weights(normalized, self.weight_clip) if self.clip_start_state_weights else normalized
 
-    def _train_log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
-        """``r(s, a, s')`` of every transition: the new discriminator's logit, or the recent-window indicator."""
-        if not self.use_discriminator:
-            return recent.float()
+    def _train_discriminator(self, data: Transitions, recent: th.Tensor) -> None:
+        """A new discriminator, trained to tell the ``recent`` transitions of ``data`` from all of them."""
         self._new_discriminator()
         inputs = TransitionDiscriminator.inputs(data)
         stats = train_discriminator(
@@ -354,10 +338,16 @@ class MBPO_TOM(MBPO):
         )
         self.logger.record("tom/discriminator_loss", stats.loss)
         self.logger.record("tom/discriminator_accuracy", stats.accuracy)
-        return self._log_ratio(inputs)
 
     @th.no_grad()
-    def _log_ratio(self, inputs: th.Tensor) -> th.Tensor:
+    def _log_ratio(self, data: Transitions, recent: th.Tensor) -> th.Tensor:
+        """
+        ``r(s, a, s')`` of every transition of ``data``: the current discriminator's logit, or without the
+        discriminator the indicator of the recent window ``recent``.
+        """
+        if not self.use_discriminator:
+            return recent.float()
+        inputs = TransitionDiscriminator.inputs(data)
         return th.cat([self.discriminator(chunk) for chunk in inputs.split(tuning.RESIDUAL_CHUNK_ROWS)])
 
     @th.no_grad()
@@ -423,23 +413,14 @@ class MBPO_TOM(MBPO):
             assert self.replay_buffer is not None
             if real_buffer_size(self.replay_buffer) > 0:
                 data = self._real_data()
-                reference = self.divergence.reference(self._residuals(data, self._buffer_log_ratio(data)))
+                recent = recent_mask(len(data), self.policy_buffer_size, self.device)
+                reference = self.divergence.reference(self._residuals(data, self._log_ratio(data, recent)))
             th.manual_seed(seed)
-            e = self._residuals(query, self._query_log_ratio(query))
+            e = self._residuals(query, self._log_ratio(query, th.zeros(len(query), dtype=th.bool, device=self.device)))
         weights = self.divergence.normalized(e, reference)
         if clip:
             weights = clip_weights(weights, self.weight_clip)
         return weights.cpu().numpy()
-
-    def _buffer_log_ratio(self, data: Transitions) -> th.Tensor:
-        if self.use_discriminator:
-            return self._log_ratio(TransitionDiscriminator.inputs(data))
-        return recent_mask(len(data), self.policy_buffer_size, self.device).float()
-
-    def _query_log_ratio(self, query: Transitions) -> th.Tensor:
-        if self.use_discriminator:
-            return self._log_ratio(TransitionDiscriminator.inputs(query))
-        return th.zeros(len(query), device=self.device)
 
     # ------------------------------------------------------------------ save / load
     def _excluded_save_params(self) -> list[str]:

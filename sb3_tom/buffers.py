@@ -189,10 +189,8 @@ class ModelReplayBuffer:
         return self._split(self.storage[th.randint(self.size, (n,), device=self.device)])
 
     def all(self) -> Transitions:
-        """Every stored transition, oldest first."""
-        if self.size < self.capacity:
-            return self._split(self.storage[: self.size])
-        return self._split(th.cat([self.storage[self.pos :], self.storage[: self.pos]]))
+        """Every stored transition, oldest first (until the buffer is full, ``pos == size``: rows ``[0, size)``)."""
+        return self._split(th.cat([self.storage[self.pos : self.size], self.storage[: self.pos]]))
 
     def resized(self, capacity: int) -> "ModelReplayBuffer":
         """A new buffer of ``capacity`` holding the most recent transitions of this one."""
@@ -217,6 +215,7 @@ class MixedBatchSampler:
         self.real_ratio = real_ratio
 
     def n_real(self, batch_size: int) -> int:
+        """Real transitions in a batch of ``batch_size``: all while the model buffer is empty."""
         if len(self.model_buffer) == 0:
             return batch_size
         return int(self.real_ratio * batch_size)  # rounded down, as in MBPO (12 of 256 at 5%)

@@ -52,14 +52,6 @@ def _probe_onednn() -> bool:
         return False
 
 
-def _probe_fused_adam() -> bool:
-    return all(hasattr(th, name) for name in ("_fused_adam_", "_fused_adamw_", "_foreach_add_"))
-
-
-def _probe_foreach() -> bool:
-    return hasattr(th, "_foreach_mul_") and hasattr(th, "_foreach_add_")
-
-
 def _probe_threshold_backward() -> bool:
     try:
         grad, output = th.tensor([1.0, 2.0, 3.0]), th.tensor([0.0, 0.5, 0.0])
@@ -71,8 +63,8 @@ def _probe_threshold_backward() -> bool:
 #: What this PyTorch build offers (probed once, at import).
 AVAILABLE = {
     "onednn": _probe_onednn(),
-    "fused_adam": _probe_fused_adam(),
-    "foreach": _probe_foreach(),
+    "fused_adam": all(hasattr(th, name) for name in ("_fused_adam_", "_fused_adamw_", "_foreach_add_")),
+    "foreach": all(hasattr(th, name) for name in ("_foreach_mul_", "_foreach_add_")),
     "threshold_backward": _probe_threshold_backward(),
 }
 _enabled = {"fast": os.environ.get("SB3_TOM_FAST_KERNELS", "1") != "0", "onednn": os.environ.get("SB3_TOM_ONEDNN", "1") != "0"}

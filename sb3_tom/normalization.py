@@ -9,12 +9,13 @@ from sb3_tom import tuning
 MIN_STD = 1e-12
 
 
-def mean_and_std(inputs: th.Tensor, exclude: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:
+def fit_standardization(mean_out: th.Tensor, std_out: th.Tensor, inputs: th.Tensor, exclude: th.Tensor | None = None) -> None:
     """
-    Per-column mean and unbiased standard deviation of ``inputs`` (``(n, d)``), leaving out the rows ``exclude``
-    (e.g. a holdout split) without copying the rest. A (near-)constant column gets std 1.
+    Set ``mean_out`` and ``std_out`` (a network's standardisation buffers) in place to the per-column mean and unbiased
+    standard deviation of ``inputs`` (``(n, d)``), leaving out the rows ``exclude`` (e.g. a holdout split) without
+    copying the rest. A (near-)constant column gets std 1.
 
-    Computed in float64, two passes over row chunks (exact constants stay exact); returned in ``inputs``' dtype.
+    Computed in float64, two passes over row chunks (exact constants stay exact); rounded to ``inputs``' dtype.
     """
     rows = inputs.shape[0]
     if exclude is None:
@@ -33,4 +34,5 @@ def mean_and_std(inputs: th.Tensor, exclude: th.Tensor | None = None) -> tuple[t
     squares -= ((left_out - mean) ** 2).sum(0)
     std = (squares.clamp_min(0.0) / (count - 1)).sqrt()
     std = th.where(std < MIN_STD, th.ones_like(std), std)
-    return mean.to(inputs.dtype), std.to(inputs.dtype)
+    mean_out.copy_(mean.to(inputs.dtype))
+    std_out.copy_(std.to(inputs.dtype))

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from sb3_tom import tuning
 from sb3_tom.kernels import batched_linear
-from sb3_tom.normalization import mean_and_std
+from sb3_tom.normalization import fit_standardization
 
 DEFAULT_WEIGHT_DECAYS = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 LOGVAR_BOUND_PENALTY = 0.01  # coefficient of sum(max_logvar) - sum(min_logvar) in the training loss
@@ -108,11 +108,9 @@ class GaussianEnsemble(nn.Module):
         Set the input standardisation (mean and unbiased standard deviation per input) from ``inputs`` of shape
         ``(n, input_dim)``, leaving out the rows ``exclude`` (e.g. a holdout split) without copying the rest.
 
-        Computed by :func:`~sb3_tom.normalization.mean_and_std` (float64, in row chunks; constant inputs get std 1).
+        Computed by :func:`~sb3_tom.normalization.fit_standardization` (float64, in row chunks; constant inputs get std 1).
         """
-        mean, std = mean_and_std(inputs, exclude)
-        self.input_mean.copy_(mean)
-        self.input_std.copy_(std)
+        fit_standardization(self.input_mean, self.input_std, inputs, exclude)
 
     def make_inputs(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """Standardised model inputs from raw observations and (scaled) actions."""

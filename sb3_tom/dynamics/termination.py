@@ -24,10 +24,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_tom.normalization import mean_and_std
+from sb3_tom.normalization import fit_standardization
 
 TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 
@@ -160,15 +161,9 @@ _TERMINATION_FNS: dict[str, TerminationFn] = {
     "humanoid": humanoid_termination,
     "invertedpendulum": inverted_pendulum_termination,
     "inverteddoublependulum": inverted_double_pendulum_termination,
-    "halfcheetah": _never_terminal,
-    "swimmer": _never_terminal,
-    "reacher": _never_terminal,
-    "pusher": _never_terminal,
-    "humanoidstandup": _never_terminal,
-    "pendulum": _never_terminal,
+    # the tasks without a terminal state
+    **dict.fromkeys(("halfcheetah", "swimmer", "reacher", "pusher", "humanoidstandup", "pendulum"), _never_terminal),
 }
-
-_ENV_ID_PATTERN = re.compile(r"^(?P<name>.+?)(?:-v(?P<version>\d+))?$")
 
 
 def env_base_name(env_id: str) -> str:
@@ -180,8 +175,7 @@ def env_base_name(env_id: str) -> str:
     :return: The base name.
     """
     name = env_id.strip().rsplit(":", 1)[-1].rsplit("/", 1)[-1]
-    match = _ENV_ID_PATTERN.match(name)
-    return match.group("name") if match else name
+    return re.sub(r"(?<=.)-v\d+$", "", name)  # a version suffix after a non-empty name
 
 
 def get_termination_fn(env_id: str) -> TerminationFn | None:
@@ -242,13 +236,7 @@ class LearnedTermination(nn.Module):
         super().__init__()
         self.obs_dim = obs_dim
         self.action_dim = action_dim
-        self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden_size),
-            nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.SiLU(),
-            nn.Linear(hidden_size, 1),
-        )
+        self.net = nn.Sequential(*create_mlp(obs_dim, 1, [hidden_size, hidden_size], nn.SiLU))
         self.register_buffer("obs_mean", th.zeros(obs_dim))
         self.register_buffer("obs_std", th.ones(obs_dim))
         self.register_buffer("_seen_terminal", th.tensor(0))  # 0/1 (integer, as SB3 keeps its saved tensors)
@@ -326,9 +314,7 @@ class LearnedTermination(nn.Module):
                 return {"loss": math.nan, **self._metrics(x, y)}
 
             if n_total >= 2:
-                mean, std = mean_and_std(x)
-                self.obs_mean.copy_(mean)
-                self.obs_std.copy_(std)
+                fit_standardization(self.obs_mean, self.obs_std, x)
             self._seen_terminal.fill_(1)
 
             positives, negatives = th.nonzero(y).squeeze(-1), th.nonzero(~y).squeeze(-1)
@@ -360,11 +346,9 @@ class LearnedTermination(nn.Module):
         """
         :param next_obs: Finite next observations on the module's device.
         :param terminated: Boolean terminal flags.
-        :return: ``accuracy``, ``balanced_accuracy`` (mean of the per-class recalls) and ``terminal_fraction``.
+        :return: ``accuracy``, ``balanced_accuracy`` (mean of the per-class recalls) and ``terminal_fraction`` (each
+            NaN for empty data).
         """
-        n_total = terminated.shape[0]
-        if n_total == 0:
-            return {"accuracy": math.nan, "balanced_accuracy": math.nan, "terminal_fraction": math.nan}
         predicted = self(next_obs, next_obs, next_obs)  # obs and actions are unused
         return {
             "accuracy": float((predicted == terminated).float().mean()),

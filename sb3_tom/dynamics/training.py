@@ -224,7 +224,6 @@ class EnsembleTrainer:
         epoch = 0
         params: list[th.Tensor] = list(ensemble.parameters())
         adam = AdamKernel(self.optimizer, params)
-        train_loss = float("nan")
         while True:
             epoch += 1
             if train_probabilities is not None:
@@ -266,7 +265,7 @@ class EnsembleTrainer:
                 break
 
         if n_holdout > 0:
-            self._restore(best_state)
+            ensemble.load_state_dict(best_state, strict=False)  # the members' layers; the bounds keep their last value
             mse, nll = self._evaluate(hold_inputs, hold_targets, hold_weights)
             elites = th.argsort(mse)[: ensemble.num_elites]
         else:
@@ -323,8 +322,3 @@ class EnsembleTrainer:
         for name, param in self._member_parameters():
             mask = improved.view(-1, *([1] * (param.dim() - 1)))
             best_state[name] = th.where(mask, param.detach(), best_state[name])
-
-    def _restore(self, best_state: dict[str, th.Tensor]) -> None:
-        with th.no_grad():
-            for name, param in self._member_parameters():
-                param.copy_(best_state[name])

@@ -302,16 +302,13 @@ class MBPO(SAC):
             self.action_dim,
             self.device,
         )
-        self._termination: TerminationFn
         self._learned_termination: LearnedTermination | None = None
-        known = get_termination_fn(self.env_id) if self.env_id is not None else None
-        if self.termination_fn is not None:
-            self._termination = self.termination_fn
-        elif known is not None:
-            self._termination = known
-        else:
+        termination = self.termination_fn
+        if termination is None and self.env_id is not None:
+            termination = get_termination_fn(self.env_id)
+        if termination is None:
             self._learned_termination = LearnedTermination(self.obs_dim, self.action_dim, device=self.device)
-            self._termination = self._learned_termination
+            termination = self._learned_termination
             if self.verbose >= 1:
                 where = "this environment" if self.env_id is None else f"env {self.env_id!r}"
                 print(
@@ -319,6 +316,7 @@ class MBPO(SAC):
                     "terminal transition is seen, then a learned termination classifier is used. "
                     "Pass termination_fn= to set one."
                 )
+        self._termination: TerminationFn = termination
         self._warned_small_buffer = False
 
     def _new_dynamics(self) -> None:

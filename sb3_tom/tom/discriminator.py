@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_tom.buffers import Transitions
-from sb3_tom.normalization import mean_and_std
+from sb3_tom.normalization import fit_standardization
 
 
 class TransitionDiscriminator(nn.Module):
@@ -48,9 +48,7 @@ class TransitionDiscriminator(nn.Module):
     def fit_normalizer(self, inputs: th.Tensor) -> None:
         """Set the input standardisation from raw inputs (constant columns get std 1); no-op without standardisation."""
         if self.standardize_inputs:
-            mean, std = mean_and_std(inputs)
-            self.input_mean.copy_(mean)
-            self.input_std.copy_(std)
+            fit_standardization(self.input_mean, self.input_std, inputs)
 
     def standardize(self, inputs: th.Tensor) -> th.Tensor:
         """The network's view of raw inputs (unchanged unless ``standardize_inputs``)."""

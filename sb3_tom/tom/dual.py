@@ -1,8 +1,7 @@
 """TOM's dual problem: a value-like function ``Q(s, a)`` whose residuals give the importance weights."""
 
-from dataclasses import dataclass
-
 import torch as th
+from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 
 from sb3_tom.buffers import Transitions
@@ -23,13 +22,7 @@ class DualValue(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...] = (256, 256)) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        last = obs_dim + action_dim
-        for size in hidden_sizes:
-            layers += [nn.Linear(last, size), nn.ReLU()]
-            last = size
-        layers.append(nn.Linear(last, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*create_mlp(obs_dim + action_dim, 1, list(hidden_sizes)))
         for module in self.net:
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -55,11 +48,6 @@ def residuals(
         len(data)
     )
     return log_ratio + gamma * (1.0 - data.terminated) * next_q - q
-
-
-@dataclass
-class DualStats:
-    loss: float
 
 
 class DualTrainer:
@@ -99,13 +87,14 @@ class DualTrainer:
         start_observations: th.Tensor,
         sample_actions: ActionSampler,
         n_steps: int,
-    ) -> DualStats:
+    ) -> float:
         """
         :param data: Replay-buffer transitions.
         :param log_ratio: ``r(s, a, s')`` of each transition of ``data``.
         :param start_observations: Episode-start states (``μ0``).
         :param sample_actions: Samples actions of the current policy (no gradient needed).
         :param n_steps: Gradient steps.
+        :return: The loss of the last step.
         """
         device = log_ratio.device
         n, n_start, size = len(data), start_observations.shape[0], self.batch_size
@@ -120,7 +109,7 @@ class DualTrainer:
                 a0, next_actions = sample_actions(th.cat([s0, batch.next_observations])).split(size)
             loss = self.loss(batch, log_ratio[idx], s0, a0, next_actions)
             adam.step(list(th.autograd.grad(loss, params)))
-        return DualStats(loss=float(loss.detach()))
+        return float(loss.detach())
 
     def loss(
         self, batch: Transitions, log_ratio: th.Tensor, s0: th.Tensor, a0: th.Tensor, next_actions: th.Tensor

@@ -18,7 +18,7 @@ from sb3_tom.dynamics.termination import TerminationFn
 from sb3_tom.mbpo.mbpo import MBPO
 from sb3_tom.mbpo.schedule import RolloutLength
 from sb3_tom.tom.discriminator import TransitionDiscriminator, make_discriminator_optimizer, train_discriminator
-from sb3_tom.tom.divergence import F_DIVERGENCES, FDivergence
+from sb3_tom.tom.divergence import F_DIVERGENCES
 from sb3_tom.tom.dual import DualTrainer, DualValue, residuals
 from sb3_tom.tom.start_states import episode_start_mask
 from sb3_tom.tom.weights import (
@@ -262,11 +262,6 @@ class MBPO_TOM(MBPO):
 
     # ------------------------------------------------------------------ the hook
     @property
-    def divergence(self) -> FDivergence:
-        """The f-divergence named by ``f_divergence``."""
-        return F_DIVERGENCES[self.f_divergence]
-
-    @property
     def tom_active(self) -> bool:
         """
         Whether the next model round uses TOM: once the current-policy pool is full, i.e. ``policy_buffer_size``
@@ -293,11 +288,11 @@ class MBPO_TOM(MBPO):
         log_ratio = self._log_ratio(data, recent)
         dual_start_time = time.perf_counter()
         start_obs = data.observations[self._episode_start_mask(data)]
-        dual_stats = self.dual_trainer.train(data, log_ratio, start_obs, self._sample_actions, self.dual_steps)
+        dual_loss = self.dual_trainer.train(data, log_ratio, start_obs, self._sample_actions, self.dual_steps)
         e = self._residuals(data, log_ratio)
         self.logger.record("tom/discriminator_seconds", dual_start_time - start_time)
         self.logger.record("tom/dual_seconds", time.perf_counter() - dual_start_time)
-        divergence = self.divergence
+        divergence = self.dual_trainer.divergence
         reference = divergence.reference(e)
         raw = divergence.weights(e)
         if divergence.is_degenerate(reference):
@@ -312,7 +307,7 @@ class MBPO_TOM(MBPO):
         weights = clip_weights(unclipped, self.weight_clip)
 
         self.logger.record("tom/active", 1)
-        self.logger.record("tom/dual_loss", dual_stats.loss)
+        self.logger.record("tom/dual_loss", dual_loss)
         for key, value in weight_statistics(raw, unclipped, weights, self.weight_clip, recent).items():
             self.logger.record(f"tom/{key}", value)
 
@@ -414,10 +409,10 @@ class MBPO_TOM(MBPO):
             if real_buffer_size(self.replay_buffer) > 0:
                 data = self._real_data()
                 recent = recent_mask(len(data), self.policy_buffer_size, self.device)
-                reference = self.divergence.reference(self._residuals(data, self._log_ratio(data, recent)))
+                reference = self.dual_trainer.divergence.reference(self._residuals(data, self._log_ratio(data, recent)))
             th.manual_seed(seed)
             e = self._residuals(query, self._log_ratio(query, th.zeros(len(query), dtype=th.bool, device=self.device)))
-        weights = self.divergence.normalized(e, reference)
+        weights = self.dual_trainer.divergence.normalized(e, reference)
         if clip:
             weights = clip_weights(weights, self.weight_clip)
         return weights.cpu().numpy()

@@ -125,8 +125,7 @@ def sac_loops() -> dict[str, Callable[[int], None]]:
         step = make_step(model)
 
         def run(n: int) -> None:
-            optimizers = [model.actor.optimizer, model.critic.optimizer]
-            with fast(enabled, onednn, threshold_backward), kernels.fast_adam(optimizers):
+            with fast(enabled, onednn, threshold_backward):
                 context = linear_modules_on_kernels() if patch else nullcontext()
                 with context:
                     for i in range(n):

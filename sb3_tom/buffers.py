@@ -236,17 +236,13 @@ class MixedBatchSampler:
         real = real_transitions(self.real_buffer, device, real_idx)
         model = self.model_buffer.sample(n_batches * n_model) if n_model > 0 else None
 
-        def stack(real_part: th.Tensor, model_part: th.Tensor | None) -> th.Tensor:
+        def stack(field: str) -> th.Tensor:
+            real_part = getattr(real, field)
             width = real_part.shape[1] if real_part.dim() == 2 else 1
             real_part = real_part.reshape(n_batches, n_real, width)
-            if model_part is None:
+            if model is None:
                 return real_part
-            return th.cat([real_part, model_part.reshape(n_batches, n_model, width)], dim=1)
+            return th.cat([real_part, getattr(model, field).reshape(n_batches, n_model, width)], dim=1)
 
-        return ReplayBufferSamples(
-            observations=stack(real.observations, None if model is None else model.observations),
-            actions=stack(real.actions, None if model is None else model.actions),
-            next_observations=stack(real.next_observations, None if model is None else model.next_observations),
-            dones=stack(real.terminated, None if model is None else model.terminated),
-            rewards=stack(real.rewards, None if model is None else model.rewards),
-        )
+        # SB3's field order; ``dones`` are the terminals (time-limit truncations bootstrap)
+        return ReplayBufferSamples(*map(stack, ("observations", "actions", "next_observations", "terminated", "rewards")))

@@ -25,8 +25,6 @@ switches all of them off together, and with them the one written-out gradient th
 """
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch as th
@@ -244,40 +242,6 @@ def polyak_update(targets: list[th.Tensor], sources: list[th.Tensor], tau: float
                 target.mul_(1 - tau).add_(source, alpha=tau)
 
 
-@contextmanager
-def fast_adam(optimizers: list[th.optim.Optimizer]) -> Iterator[None]:
-    """
-    Switch ``Adam``/``AdamW`` optimizers to the fused (all parameters and step counters on CPU) or multi-tensor
-    (``foreach``) implementation for the duration of the block, then restore their settings.
-
-    Both compute the same update as the default single-tensor loop (up to float rounding). A no-op with the fast
-    kernels off (:func:`fast_kernels`).
-    """
-    saved: list[tuple[dict[str, Any], Any, Any]] = []
-    if not fast_kernels():
-        optimizers = []
-    try:
-        for optimizer in optimizers:
-            if type(optimizer) not in (th.optim.Adam, th.optim.AdamW):
-                continue
-            for group in optimizer.param_groups:
-                if group.get("fused") or group.get("differentiable") or group.get("capturable"):
-                    continue
-                params = group["params"]
-                on_cpu = all(p.device.type == "cpu" and p.dtype.is_floating_point for p in params) and all(
-                    optimizer.state[p]["step"].device.type == "cpu" for p in params if "step" in optimizer.state[p]
-                )
-                saved.append((group, group.get("fused"), group.get("foreach")))
-                if on_cpu:
-                    group["fused"], group["foreach"] = True, None
-                else:
-                    group["fused"], group["foreach"] = None, True
-        yield
-    finally:
-        for group, fused, foreach in saved:
-            group["fused"], group["foreach"] = fused, foreach
-
-
 class AdamKernel:
     """
     Steps an ``Adam``/``AdamW`` optimizer with gradients passed in, calling PyTorch's fused Adam kernel directly.
@@ -343,8 +307,7 @@ class AdamKernel:
         if self._kernel is None:
             for param, grad in zip(self.params, grads, strict=True):
                 param.grad = grad
-            with fast_adam([self.optimizer]):
-                self.optimizer.step()
+            self.optimizer.step()
             for param in self.params:  # keep no stale gradient attached (nor alive) after the step
                 param.grad = None
             if self._usable:

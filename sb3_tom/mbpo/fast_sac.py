@@ -22,9 +22,8 @@ What makes it faster (none of it changes the maths beyond float rounding):
 * for any other SAC policy (gSDE, other activations or feature extractors), :class:`AutogradSACStep`: the
   squashed-Gaussian sample and log-probability are computed directly (same formulas as SB3's
   ``SquashedDiagGaussianDistribution``), the actor loss is back-propagated to the actor parameters only (SB3 also
-  computes, then discards, the critic weight gradients of the actor loss), and the Adam steps use PyTorch's fused
-  (CPU) or multi-tensor (other devices) implementation, switched on only for the duration of the call (the
-  optimizers' settings are restored afterwards, so saved state dicts are unchanged);
+  computes, then discards, the critic weight gradients of the actor loss); its Adam steps are the optimizers' own
+  ``step()``, as in SB3;
 * the Polyak update is two multi-tensor ops (the same ``mul_`` then ``add_`` as SB3's ``polyak_update``);
 * losses and coefficients are accumulated as tensors and read once at the end of the call.
 """
@@ -42,7 +41,7 @@ from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import Actor
 from torch.nn import functional as F
 
-from sb3_tom.kernels import fast_adam, fast_kernels, polyak_update
+from sb3_tom.kernels import fast_kernels, polyak_update
 from sb3_tom.mbpo.mlp_sac import MLPSACStep, mlp_sac_supported
 from sb3_tom.mbpo.squashed_gaussian import squashed_gaussian_sample
 
@@ -135,16 +134,15 @@ def fast_sac_train(
     actor_losses: list[th.Tensor] = []
     critic_losses: list[th.Tensor] = []
 
-    with fast_adam(optimizers):
-        for gradient_step, replay_data in enumerate(batches):
-            critic_loss, actor_loss, ent_coef = step(replay_data)
-            critic_losses.append(critic_loss.detach())
-            actor_losses.append(actor_loss.detach())
-            ent_coefs.append(ent_coef.detach().reshape(()))
-            if gradient_step % model.target_update_interval == 0:
-                polyak_update(target_params, critic_params, tau)
-                if bn_params:
-                    polyak_update(bn_target, bn_params, 1.0)
+    for gradient_step, replay_data in enumerate(batches):
+        critic_loss, actor_loss, ent_coef = step(replay_data)
+        critic_losses.append(critic_loss.detach())
+        actor_losses.append(actor_loss.detach())
+        ent_coefs.append(ent_coef.detach().reshape(()))
+        if gradient_step % model.target_update_interval == 0:
+            polyak_update(target_params, critic_params, tau)
+            if bn_params:
+                polyak_update(bn_target, bn_params, 1.0)
 
     model._n_updates += gradient_steps
     logger = model.logger

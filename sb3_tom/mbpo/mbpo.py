@@ -407,11 +407,8 @@ class MBPO(SAC):
             sample_weight=sample_weight,
             resample=resample,
         )
-        self.logger.record("model/holdout_mse", result.holdout_mse)
-        self.logger.record("model/holdout_nll", result.holdout_nll)
-        self.logger.record("model/holdout_weight_ess", result.holdout_weight_ess)
-        self.logger.record("model/train_loss", result.train_loss)
-        self.logger.record("model/epochs", result.epochs)
+        for key in ("holdout_mse", "holdout_nll", "holdout_weight_ess", "train_loss", "epochs"):
+            self.logger.record(f"model/{key}", getattr(result, key))
         self.logger.record("model/train_seconds", result.seconds)
         self.logger.record("model/elites", str(result.elites), exclude="tensorboard")
         if self.verbose >= 2:

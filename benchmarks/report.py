@@ -36,7 +36,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 ALGO_ORDER = ("mbpo_tom", "mbpo", "sac")
 LABELS = {"mbpo_tom": "MBPO_TOM", "mbpo": "MBPO", "sac": "SAC"}
-CHECKPOINTS = (10_000, 15_000, 20_000, 30_000)
+CHECKPOINTS = (10_000, 15_000, 20_000, 25_000, 30_000)  # 25k: the TOM paper's Hopper figure
 THRESHOLDS = {"HalfCheetah": (1000, 3000), "Hopper": (500, 1000), "Walker2d": (500, 1000)}
 DIAGNOSTICS = ("tom/discriminator_accuracy", "tom/weight_ess_fraction", "tom/recent_weight_ratio")
 MODEL_ERROR = "model/new_data_mse"

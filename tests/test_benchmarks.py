@@ -223,3 +223,16 @@ def test_termination_accuracy_script_scores_the_classifier_against_the_env(tmp_p
         assert 0 <= row["false_terminals"] <= 600 - row["terminals"] and 0 <= row["missed_terminals"] <= row["terminals"]
     assert rows[1]["predicted_rate"] <= rows[0]["predicted_rate"]  # the prior's log-odds (< 0) only remove terminals
     assert "Hopper-v4 seed 0" in result.stdout
+
+
+def test_whole_run_benchmark_interleaves_both_agents_and_reports_the_speedup_key():
+    """``throughput.py --whole-run``'s measurement on a tiny whole run (HalfCheetah-v4, both agents from step 0)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import bench_whole_run
+
+    results = bench_whole_run(200, threads=1)
+    assert results["whole_run_window"] == [0, 200] and results["whole_run_learning_starts"] == 5000
+    speedup = results["end_to_end_whole_run_speedup_vs_sb3_sac"]
+    assert speedup == pytest.approx(results["whole_run_sac_window_s"] / results["whole_run_window_s"])
+    assert results["whole_run_model_round_s"] == 0.0  # no model round before learning_starts
+    assert 0 < results["whole_run_window_s"] and results["whole_run_peak_rss_mb"] > 100

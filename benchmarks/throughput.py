@@ -419,6 +419,13 @@ def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: i
             for algo in algos if i % 2 == 0 else algos[::-1]:
                 for key, value in ask(algo, f"run {n}").items():
                     totals[algo][key] += value
+            if prefix != "e2e":  # a long measurement shows its progress
+                ours, sac = totals["mbpo_tom"], totals["sac"]
+                print(
+                    f"({prefix}) {first + n} steps: MBPO_TOM {ours['seconds']:.0f} s ({ours['model_round_s']:.0f} s in "
+                    f"model rounds), SAC {sac['seconds']:.0f} s",
+                    flush=True,
+                )
         final = {algo: ask(algo, "quit") for algo in algos}
     finally:
         for proc in procs.values():

@@ -383,11 +383,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: int, prefix: str = "e2e") -> dict[str, Any]:
+def bench_e2e(
+    start: int, end: int, learning_starts: int, chunk: int, threads: int, prefix: str = "e2e", progress: bool = False
+) -> dict[str, Any]:
     """
     MBPO_TOM and SB3 SAC, each in its own process, learn the window ``start..end`` in alternating chunks of
     ``chunk`` env steps (one waits while the other runs), so that changes of the machine's load hit both alike.
-    A window from 0 is a whole run. The keys start with ``prefix``.
+    A window from 0 is a whole run. The keys start with ``prefix``; ``progress`` prints the totals after each chunk.
     """
     algos = ("mbpo_tom", "sac")
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -419,7 +421,7 @@ def bench_e2e(start: int, end: int, learning_starts: int, chunk: int, threads: i
             for algo in algos if i % 2 == 0 else algos[::-1]:
                 for key, value in ask(algo, f"run {n}").items():
                     totals[algo][key] += value
-            if prefix != "e2e":  # a long measurement shows its progress
+            if progress:
                 ours, sac = totals["mbpo_tom"], totals["sac"]
                 print(
                     f"({prefix}) {first + n} steps: MBPO_TOM {ours['seconds']:.0f} s ({ours['model_round_s']:.0f} s in "
@@ -465,7 +467,7 @@ def bench_whole_run(steps: int, threads: int) -> dict[str, Any]:
     ``make train``) of MBPO_TOM and of SB3 SAC at the same updates per step, interleaved in chunks of 250 steps.
     The speed-up is ``end_to_end_whole_run_speedup_vs_sb3_sac``; ``whole_run_model_round_share`` is the model rounds'.
     """
-    return bench_e2e(0, steps, shipped_hyperparameters()["learning_starts"], 250, threads, prefix="whole_run")
+    return bench_e2e(0, steps, shipped_hyperparameters()["learning_starts"], 250, threads, prefix="whole_run", progress=True)
 
 
 # ---------------------------------------------------------------------------------------------- (d) memory

@@ -225,7 +225,7 @@ def test_termination_accuracy_script_scores_the_classifier_against_the_env(tmp_p
     assert "Hopper-v4 seed 0" in result.stdout
 
 
-def test_whole_run_benchmark_interleaves_both_agents_and_reports_the_speedup_key():
+def test_whole_run_benchmark_runs_both_agents_from_step_0_and_reports_the_speedup_key():
     """``throughput.py --whole-run``'s measurement on a tiny whole run (HalfCheetah-v4, both agents from step 0)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from throughput import bench_whole_run

@@ -7,8 +7,8 @@ Writes into the results folder:
 
 - ``curves_<env>.png``: evaluation return against env steps, one line per algorithm (mean over seeds, up to the
   last step every seed reached) with a 95% bootstrap band, and each seed as far as it ran as a faint line;
-- ``tom_diagnostics_<env>.png``: TOM's discriminator accuracy, weight ESS fraction and recent-weight ratio at every
-  model round (mean over seeds, one faint line per seed);
+- ``tom_diagnostics_<env>.png``: TOM's discriminator accuracy, weight ESS fraction, recent-weight ratio and the
+  effective size of the weighted holdout at every model round (mean over seeds, one faint line per seed);
 - ``model_error_<env>.png``: the model's error on each round's new real transitions (``model/new_data_mse``: the
   current policy's, not yet trained on), MBPO_TOM against MBPO, for the runs that logged it;
 - ``summary.md`` and ``summary.json``: returns at fixed steps (mean, IQM and their 95% bootstrap CIs over seeds),
@@ -38,7 +38,13 @@ ALGO_ORDER = ("mbpo_tom", "mbpo", "sac")
 LABELS = {"mbpo_tom": "MBPO_TOM", "mbpo": "MBPO", "sac": "SAC"}
 CHECKPOINTS = (10_000, 15_000, 20_000, 25_000, 30_000)  # 25k: the TOM paper's Hopper figure
 THRESHOLDS = {"HalfCheetah": (1000, 3000), "Hopper": (500, 1000), "Walker2d": (500, 1000)}
-DIAGNOSTICS = ("tom/discriminator_accuracy", "tom/weight_ess_fraction", "tom/recent_weight_ratio")
+# the last: how many holdout transitions TOM's weighted early stopping and elite choice effectively rest on
+DIAGNOSTICS = (
+    "tom/discriminator_accuracy",
+    "tom/weight_ess_fraction",
+    "tom/recent_weight_ratio",
+    "model/holdout_weight_ess",
+)
 MODEL_ERROR = "model/new_data_mse"
 SEED = 0
 
@@ -127,7 +133,7 @@ def plot_diagnostics(env: str, runs: list[dict[str, Any]], out: Path) -> bool:
     rounds = [[r for r in run.get("model_rounds", []) if r.get("tom/active") == 1] for run in runs]
     if not any(rounds):
         return False
-    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(16, 3.6))
     for ax, key in zip(axes, DIAGNOSTICS, strict=True):
         series = []
         for run_rounds, run in zip(rounds, runs, strict=True):
@@ -226,6 +232,12 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
             for algo in ("mbpo_tom", "mbpo")
             if algo in by_algo
         }
+        active = [r for run in by_algo.get("mbpo_tom", []) for r in run.get("model_rounds", []) if r.get("tom/active") == 1]
+        env_summary["tom_diagnostics"] = {
+            key: {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+            for key in DIAGNOSTICS
+            if (values := [r[key] for r in active if key in r])
+        }
         env_summary["runs"] = {
             algo: [
                 {"seed": run["seed"], "steps": last_step(run),
@@ -237,6 +249,11 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
         }  # fmt: skip
         summary[env] = env_summary
     return summary
+
+
+def _short(value: float) -> str:
+    """Three significant digits, without an exponent for counts."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -278,6 +295,12 @@ def markdown(summary: dict[str, Any]) -> str:
                 "Model error on each round's new real transitions (`model/new_data_mse`, mean over the rounds of a run; "
                 "only runs that logged it): " + "; ".join(parts) + ".",
             ]
+        if env_summary["tom_diagnostics"]:
+            parts = [
+                f"{key.split('/')[1].replace('_', ' ')} {_short(d['median'])} [{_short(d['min'])}, {_short(d['max'])}]"
+                for key, d in env_summary["tom_diagnostics"].items()
+            ]
+            lines += ["", "TOM's diagnostics over its rounds, all seeds (median [min, max]): " + "; ".join(parts) + "."]
         runs = []
         for algo, algo_runs in env_summary["runs"].items():
             for run in algo_runs:

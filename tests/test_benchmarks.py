@@ -145,7 +145,7 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
 
     # the report turns the results into curves, TOM diagnostics and the summary table
     readme = whole / "README.md"
-    readme.write_text("# Title\n\n<!-- study-results:start -->\nold\n<!-- study-results:end -->\n\nafter\n")
+    readme.write_text("# Title\n\n<!-- study-results:start -->\nOLD BLOCK\n<!-- study-results:end -->\n\nafter\n")
     report = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results-dir", str(whole / "results"), "--readme", readme],
         capture_output=True,
@@ -158,8 +158,13 @@ def test_study_resumes_after_interruption_with_the_same_evaluations(tmp_path):
         assert (whole / "results" / name).stat().st_size > 100, name
     assert "### Pendulum-v1" in report.stdout
     assert "Model error on each round's new real transitions" in report.stdout and "MBPO_TOM " in report.stdout
+    # TOM's diagnostics, down to how many holdout transitions its weighted early stopping rests on
+    assert "TOM's diagnostics over its rounds" in report.stdout and "holdout weight ess" in report.stdout
+    diagnostics = json.loads((whole / "results" / "summary.json").read_text())["Pendulum-v1"]["tom_diagnostics"]
+    assert 0 < diagnostics["model/holdout_weight_ess"]["min"] <= diagnostics["model/holdout_weight_ess"]["max"]
+    assert 0 <= diagnostics["tom/discriminator_accuracy"]["median"] <= 1
     text = readme.read_text()
-    assert "old" not in text and text.endswith("after\n") and "(results/curves_Pendulum-v1.png)" in text
+    assert "OLD BLOCK" not in text and text.endswith("after\n") and "(results/curves_Pendulum-v1.png)" in text
     assert "### Pendulum-v1" in text and "P(MBPO_TOM > MBPO)" not in text  # no MBPO run in this study
 
 

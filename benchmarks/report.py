@@ -129,8 +129,18 @@ def plot_curves(env: str, by_algo: dict[str, list[dict[str, Any]]], out: Path) -
     plt.close(fig)
 
 
+def tom_rounds(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model rounds of a run in which TOM's weights were active (none for MBPO and SAC)."""
+    return [r for r in run.get("model_rounds", []) if r.get("tom/active") == 1]
+
+
+def diagnostic_name(key: str) -> str:
+    """``"tom/weight_ess_fraction"`` -> ``"weight ess fraction"``."""
+    return key.split("/")[1].replace("_", " ")
+
+
 def plot_diagnostics(env: str, runs: list[dict[str, Any]], out: Path) -> bool:
-    rounds = [[r for r in run.get("model_rounds", []) if r.get("tom/active") == 1] for run in runs]
+    rounds = [tom_rounds(run) for run in runs]
     if not any(rounds):
         return False
     fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(16, 3.6))
@@ -144,7 +154,7 @@ def plot_diagnostics(env: str, runs: list[dict[str, Any]], out: Path) -> bool:
         common = sorted(set.intersection(*(set(s) for s in series))) if series else []
         if common:
             ax.plot(common, [np.mean([s[step] for s in series]) for step in common], color="black", lw=1.5, label="mean")
-        ax.set_title(key.split("/")[1].replace("_", " "))
+        ax.set_title(diagnostic_name(key))
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
     axes[0].axhline(0.5, color="grey", ls="--", lw=0.8)
@@ -232,7 +242,7 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
             for algo in ("mbpo_tom", "mbpo")
             if algo in by_algo
         }
-        active = [r for run in by_algo.get("mbpo_tom", []) for r in run.get("model_rounds", []) if r.get("tom/active") == 1]
+        active = [r for run in by_algo.get("mbpo_tom", []) for r in tom_rounds(run)]
         env_summary["tom_diagnostics"] = {
             key: {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
             for key in DIAGNOSTICS
@@ -297,7 +307,7 @@ def markdown(summary: dict[str, Any]) -> str:
             ]
         if env_summary["tom_diagnostics"]:
             parts = [
-                f"{key.split('/')[1].replace('_', ' ')} {_short(d['median'])} [{_short(d['min'])}, {_short(d['max'])}]"
+                f"{diagnostic_name(key)} {_short(d['median'])} [{_short(d['min'])}, {_short(d['max'])}]"
                 for key, d in env_summary["tom_diagnostics"].items()
             ]
             lines += ["", "TOM's diagnostics over its rounds, all seeds (median [min, max]): " + "; ".join(parts) + "."]

@@ -78,7 +78,8 @@ def run_counts(epochs_per_round: float) -> dict[str, float]:
 
 
 @contextmanager
-def fast(enabled: bool, onednn: bool = True, threshold_backward: bool = True) -> Iterator[None]:
+def fast(enabled: bool, onednn: bool | None = None, threshold_backward: bool = True) -> Iterator[None]:
+    """Fast kernels on or off; ``onednn`` None keeps the package's choice for this CPU (``kernels.onednn_default``)."""
     previous = kernels.fast_kernels(), kernels.onednn_enabled()
     available = kernels.AVAILABLE["threshold_backward"]
     kernels.set_fast_kernels(enabled, onednn=onednn)
@@ -109,7 +110,7 @@ def sac_batch() -> ReplayBufferSamples:
 
 def sac_loops() -> dict[str, Callable[[int], None]]:
     env = gym.make("HalfCheetah-v4")
-    names = ("written", "mkl", "mask", "autograd", "off")
+    names = ("written", "onednn", "mkl", "mask", "autograd", "off")
     models = {name: SAC("MlpPolicy", env, seed=0, device="cpu") for name in names}
     batches = [sac_batch() for _ in range(8)]
 
@@ -118,7 +119,7 @@ def sac_loops() -> dict[str, Callable[[int], None]]:
         make_step: Callable[[SAC], Any],
         enabled: bool,
         patch: bool,
-        onednn: bool = True,
+        onednn: bool | None = None,
         threshold_backward: bool = True,
     ) -> Callable[[int], None]:
         model = models[name]
@@ -135,7 +136,8 @@ def sac_loops() -> dict[str, Callable[[int], None]]:
 
     return {
         "written-out": loop("written", MLPSACStep, True, False),
-        "written-out, no oneDNN": loop("mkl", MLPSACStep, True, False, onednn=False),
+        "written-out, oneDNN matmuls": loop("onednn", MLPSACStep, True, False, onednn=True),
+        "written-out, BLAS matmuls": loop("mkl", MLPSACStep, True, False, onednn=False),
         "written-out, mask-product ReLU gradient": loop("mask", MLPSACStep, True, False, threshold_backward=False),
         "autograd+kernels": loop("autograd", AutogradSACStep, True, True),
         "autograd, kernels off": loop("off", AutogradSACStep, False, False),

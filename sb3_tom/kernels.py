@@ -5,10 +5,10 @@ The maths of every network and loss is written once, with autograd, in the modul
 a CPU comes from here, through ordinary differentiable functions:
 
 * :func:`linear`, the dense layers of the SAC networks and of the dual: a :class:`torch.autograd.Function` whose
-  forward and backward products go, on CPUs with AVX-512, through oneDNN's float32 matmul
-  (``torch.ops.mkldnn._linear_pointwise``, for products with at least ``tuning.ONEDNN_MIN_FEATURES`` features),
-  which runs these 256-wide layers up to twice as fast as the BLAS behind ``torch.mm`` there (on AVX2-only CPUs the
-  BLAS is faster, and is used);
+  forward and backward products go, where it pays (:func:`onednn_default`: AVX-512 CPUs other than Intel's),
+  through oneDNN's float32 matmul (``torch.ops.mkldnn._linear_pointwise``, for products with at least
+  ``tuning.ONEDNN_MIN_FEATURES`` features), which runs these 256-wide layers up to twice as fast as the BLAS behind
+  ``torch.mm`` there; elsewhere the BLAS is faster, and is used;
 * :func:`batched_linear`, the ensemble's layers: without autograd (rollouts), split so that every thread gets the
   same number of matrices (:func:`batched_matmul`);
 * :class:`AdamKernel`: Adam's fused CPU kernel (``torch._fused_adam_``) called directly on kept lists of tensors,
@@ -21,10 +21,13 @@ Each private API sits behind a capability probe; where it is missing (another Py
 public op computes the same thing. ``SB3_TOM_FAST_KERNELS=0`` in the environment (or :func:`set_fast_kernels`)
 switches all of them off together, and with them the one written-out gradient the package keeps (SAC's update of
 :mod:`sb3_tom.mbpo.mlp_sac`, see :func:`fast_kernels`): everything then runs on public PyTorch ops and autograd.
-``SB3_TOM_ONEDNN=0`` switches off only the oneDNN matmuls.
+``SB3_TOM_ONEDNN=0`` switches off only the oneDNN matmuls, ``SB3_TOM_ONEDNN=1`` uses them on any CPU (unset or
+``auto``: :func:`onednn_default`).
 """
 
 import os
+import platform
+from pathlib import Path
 from typing import Any
 
 import torch as th
@@ -33,15 +36,45 @@ from torch.nn import functional as F
 from sb3_tom import tuning
 
 
-def _probe_onednn() -> bool:
-    """
-    oneDNN's matmul, on CPUs with AVX-512 only: there it runs the 256-wide layers at about twice the BLAS's
-    throughput; on AVX2-only CPUs the BLAS is faster (SAC's written-out step: 13.8 ms with MKL, 18.2 ms with oneDNN,
-    ``benchmarks/hot_loops.py`` on a 2-core AMD EPYC, see ``benchmarks/RESULTS.md``).
-    """
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""`` where it cannot be read."""
+    cpuinfo = Path("/proc/cpuinfo")
     try:
-        if "AVX512" not in th.backends.cpu.get_cpu_capability():
-            return False
+        if cpuinfo.exists():
+            for line in cpuinfo.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    processor = platform.processor()  # e.g. "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel" on Windows
+    return next((name for name in ("GenuineIntel", "AuthenticAMD") if name in processor), "")
+
+
+def onednn_default(capability: str, vendor: str, setting: str | None) -> bool:
+    """
+    Whether the dense layers' matmuls go through oneDNN rather than the BLAS (MKL) on this CPU.
+
+    Measured with SAC's written-out step (``benchmarks/hot_loops.py --loops sac``, ``benchmarks/RESULTS.md``): on an
+    AMD EPYC with AVX-512 oneDNN is 1.40x faster than MKL, on an AVX2-only AMD EPYC MKL is (13.8 against 18.2 ms),
+    and on an Intel Xeon with AVX-512 MKL is too (4.63 against 6.36 ms on 2 threads, 6.75 against 7.88 on one), as
+    MKL runs its best kernels on Intel's CPUs. So the default is oneDNN on AVX-512 CPUs that are not Intel's.
+
+    :param capability: ``torch.backends.cpu.get_cpu_capability()`` (``"AVX512"``, ``"AVX2"``, ...).
+    :param vendor: :func:`cpu_vendor` (``""`` if unknown: then the AVX-512 rule alone decides).
+    :param setting: ``SB3_TOM_ONEDNN``: ``"1"`` (always, where the op exists), ``"0"`` (never), ``None`` or
+        ``"auto"`` (this rule).
+    """
+    if setting in ("0", "1"):
+        return setting == "1"
+    if setting not in (None, "", "auto"):
+        raise ValueError(f"SB3_TOM_ONEDNN={setting!r}: use 1 (oneDNN matmuls on), 0 (off) or auto (by CPU, the default)")
+    return "AVX512" in capability and vendor != "GenuineIntel"
+
+
+def _probe_onednn() -> bool:
+    """Whether this PyTorch build has oneDNN's float32 linear op (a private API) and it computes ``x @ w.T``."""
+    try:
         if not (th.backends.mkldnn.is_available() and hasattr(th.ops.mkldnn, "_linear_pointwise")):
             return False
         x, w = th.ones(16, 64), th.ones(64, 64)
@@ -65,7 +98,10 @@ AVAILABLE = {
     "foreach": all(hasattr(th, name) for name in ("_foreach_mul_", "_foreach_add_")),
     "threshold_backward": _probe_threshold_backward(),
 }
-_enabled = {"fast": os.environ.get("SB3_TOM_FAST_KERNELS", "1") != "0", "onednn": os.environ.get("SB3_TOM_ONEDNN", "1") != "0"}
+_enabled = {
+    "fast": os.environ.get("SB3_TOM_FAST_KERNELS", "1") != "0",
+    "onednn": onednn_default(th.backends.cpu.get_cpu_capability(), cpu_vendor(), os.environ.get("SB3_TOM_ONEDNN")),
+}
 
 
 def set_fast_kernels(enabled: bool, onednn: bool | None = None) -> None:
@@ -80,7 +116,7 @@ def set_fast_kernels(enabled: bool, onednn: bool | None = None) -> None:
 
 
 def onednn_enabled() -> bool:
-    """Whether the oneDNN matmuls are allowed (``SB3_TOM_ONEDNN`` not ``0``); they run only with the fast kernels on."""
+    """Whether the oneDNN matmuls are chosen (:func:`onednn_default`); they run only with the fast kernels on."""
     return _enabled["onednn"]
 
 

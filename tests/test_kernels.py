@@ -106,10 +106,37 @@ def test_batched_linear_matches_baddbmm(fast, members):
     assert th.autograd.gradcheck(kernels.batched_linear, (xd, wd, bd))
 
 
+@pytest.mark.parametrize(
+    "capability, vendor, setting, expected",
+    [
+        ("AVX512", "AuthenticAMD", None, True),  # AMD EPYC with AVX-512: oneDNN 1.40x faster than MKL there
+        ("AVX512", "GenuineIntel", None, False),  # Intel Xeon with AVX-512: MKL 1.17-1.37x faster
+        ("AVX2", "AuthenticAMD", None, False),  # AVX2 only: MKL faster
+        ("AVX2", "GenuineIntel", None, False),
+        ("NO AVX", "", None, False),
+        ("AVX512", "", None, True),  # vendor unknown: the AVX-512 rule alone
+        ("AVX512", "GenuineIntel", "1", True),  # SB3_TOM_ONEDNN=1 forces it on
+        ("AVX2", "AuthenticAMD", "1", True),
+        ("AVX512", "AuthenticAMD", "0", False),  # SB3_TOM_ONEDNN=0 forces it off
+        ("AVX512", "AuthenticAMD", "auto", True),
+    ],
+)
+def test_onednn_default_follows_the_cpu(capability, vendor, setting, expected):
+    """oneDNN's matmul is chosen by default only where it was measured faster than the BLAS: AVX-512 CPUs not Intel's."""
+    assert kernels.onednn_default(capability, vendor, setting) is expected
+
+
+def test_onednn_setting_must_be_known():
+    with pytest.raises(ValueError, match="SB3_TOM_ONEDNN"):
+        kernels.onednn_default("AVX512", "AuthenticAMD", "yes")
+
+
+def test_cpu_vendor_is_read():
+    assert isinstance(kernels.cpu_vendor(), str)
+
+
 def test_onednn_only_where_it_pays(monkeypatch):
-    """oneDNN is probed only on AVX-512 CPUs (slower than the BLAS on AVX2), and never runs with the kernels off."""
-    if kernels.AVAILABLE["onednn"]:
-        assert "AVX512" in th.backends.cpu.get_cpu_capability()
+    """oneDNN is used only where it is chosen and available, and never runs with the kernels off."""
     x, weight = th.randn(64, 256), th.randn(256, 256)
     monkeypatch.setitem(kernels._enabled, "fast", True)
     monkeypatch.setitem(kernels._enabled, "onednn", True)

@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +142,6 @@ def sac_loops() -> dict[str, Callable[[int], None]]:
         "autograd+kernels": loop("autograd", AutogradSACStep, True, True),
         "autograd, kernels off": loop("off", AutogradSACStep, False, False),
     }
-
-
-@contextmanager
-def nullcontext() -> Iterator[None]:
-    yield
 
 
 def ensemble_loops() -> dict[str, Callable[[int], None]]:

@@ -121,12 +121,16 @@ def test_matches_sb3_sac_train(ent_coef, target_update_interval, hand_written, w
     [dict(net_arch=dict(pi=[64, 32], qf=[256, 48]), n_critics=3), dict(net_arch=dict(pi=[256, 256], qf=[40]), n_critics=1)],
     ids=["3-critics", "1-critic"],
 )
-def test_written_out_step_matches_autograd_definition_on_halfcheetah(policy_kwargs):
+@pytest.mark.parametrize("onednn", [False, True], ids=["blas", "onednn"])
+def test_written_out_step_matches_autograd_definition_on_halfcheetah(policy_kwargs, onednn, monkeypatch):
     """
     The kept written-out SAC gradient (MLPSACStep) against the package's autograd definition (AutogradSACStep) and
     SB3's SAC.train, on HalfCheetah's spaces (17-D observations, 6-D actions), with other than two critics and
-    distinct actor and critic architectures.
+    distinct actor and critic architectures; with either matmul, whichever this CPU picks by default.
     """
+    if onednn and not kernels.AVAILABLE["onednn"]:
+        pytest.skip("this PyTorch build has no oneDNN linear op")
+    monkeypatch.setitem(kernels._enabled, "onednn", onednn)
     reference, written = twin_agents(env_id="HalfCheetah-v4", policy_kwargs=policy_kwargs)
     _, autograd = twin_agents(env_id="HalfCheetah-v4", policy_kwargs=policy_kwargs)
     autograd.set_logger(configure(None, [""]))

@@ -18,7 +18,8 @@ What makes it faster (none of it changes the maths beyond float rounding):
 * all ``gradient_steps`` batches are sampled at once (``sample_many`` of the buffer when it has one, otherwise
   one ``sample`` of ``gradient_steps * batch_size`` transitions for a plain SB3 ``ReplayBuffer``);
 * for SB3's MLP policies (the default ``MlpPolicy`` family), each step is :class:`~sb3_tom.mbpo.mlp_sac.MLPSACStep`:
-  gradients written out layer by layer over oneDNN matmuls, Adam through its fused kernel directly;
+  gradients written out layer by layer over the kernels' matmuls (oneDNN where it pays), Adam through its fused kernel
+  directly;
 * for any other SAC policy (gSDE, other activations or feature extractors), :class:`AutogradSACStep`: the
   squashed-Gaussian sample and log-probability are computed directly (same formulas as SB3's
   ``SquashedDiagGaussianDistribution``), the actor loss is back-propagated to the actor parameters only (SB3 also

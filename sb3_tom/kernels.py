@@ -36,19 +36,13 @@ from torch.nn import functional as F
 from sb3_tom import tuning
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""`` where it cannot be read."""
-    cpuinfo = Path("/proc/cpuinfo")
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's vendor, ``GenuineIntel`` or ``AuthenticAMD``, or ``""`` for another or where it cannot be read."""
     try:
-        if cpuinfo.exists():
-            for line in cpuinfo.read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    return value.strip()
-    except OSError:
-        pass
-    processor = platform.processor()  # e.g. "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel" on Windows
-    return next((name for name in ("GenuineIntel", "AuthenticAMD") if name in processor), "")
+        text = Path(cpuinfo).read_text()
+    except OSError:  # no /proc (Windows: "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel")
+        text = platform.processor()
+    return next((name for name in ("GenuineIntel", "AuthenticAMD") if name in text), "")
 
 
 def onednn_default(capability: str, vendor: str, setting: str | None) -> bool:

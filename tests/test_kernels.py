@@ -131,8 +131,18 @@ def test_onednn_setting_must_be_known():
         kernels.onednn_default("AVX512", "AuthenticAMD", "yes")
 
 
-def test_cpu_vendor_is_read():
-    assert isinstance(kernels.cpu_vendor(), str)
+def test_cpu_vendor_is_read(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert kernels.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\n")
+    assert kernels.cpu_vendor(str(cpuinfo)) == "GenuineIntel"
+    cpuinfo.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")  # an Arm CPU
+    assert kernels.cpu_vendor(str(cpuinfo)) == ""
+    monkeypatch.setattr(kernels.platform, "processor", lambda: "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel")
+    assert kernels.cpu_vendor(str(tmp_path / "missing")) == "GenuineIntel"
+    monkeypatch.setattr(kernels.platform, "processor", lambda: "arm")
+    assert kernels.cpu_vendor(str(tmp_path / "missing")) == ""
 
 
 def test_onednn_only_where_it_pays(monkeypatch):

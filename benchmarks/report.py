@@ -12,7 +12,8 @@ Writes into the results folder:
 - ``model_error_<env>.png``: the model's error on each round's new real transitions (``model/new_data_mse``: the
   current policy's, not yet trained on), MBPO_TOM against MBPO, for the runs that logged it;
 - ``summary.md`` and ``summary.json``: returns at fixed steps (mean, IQM and their 95% bootstrap CIs over seeds),
-  the probability that MBPO_TOM improves on MBPO, and the steps each run needed to reach fixed return thresholds.
+  the probability that MBPO_TOM improves on MBPO, the steps each run needed to reach fixed return thresholds, and
+  the TOM paper's metric (each run's best evaluation so far) at the paper's step, beside the paper's numbers.
 
 Statistics come from scipy: percentile bootstrap over seeds (``scipy.stats.bootstrap``), IQM as the 25%-trimmed
 mean (``scipy.stats.trim_mean``), probability of improvement as the Mann-Whitney U statistic divided by the number of
@@ -46,6 +47,8 @@ DIAGNOSTICS = (
     "model/holdout_weight_ess",
 )
 MODEL_ERROR = "model/new_data_mse"
+# The TOM paper's figures (Ma et al. 2023, gym v2, 4 seeds): the cumulative maximum of the evaluations at this step
+PAPER = {"Hopper": (25_000, {"mbpo_tom": 900, "mbpo": 840}), "HalfCheetah": (50_000, {"mbpo_tom": 7000, "mbpo": 5810})}
 SEED = 0
 
 
@@ -69,6 +72,30 @@ def returns_at(run: dict[str, Any], step: int) -> float | None:
         if evaluation["timesteps"] == step:
             return float(evaluation["mean_return"])
     return None
+
+
+def best_so_far(run: dict[str, Any], step: int) -> float | None:
+    """The paper's metric: the best mean evaluation return up to ``step`` (None if the run was not evaluated there)."""
+    if returns_at(run, step) is None:
+        return None
+    return max(float(e["mean_return"]) for e in run["evaluations"] if e["timesteps"] <= step)
+
+
+def paper_metric(env: str, by_algo: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """Our runs in the paper's metric at the paper's step (at the last of ``CHECKPOINTS`` reached, if none got there)."""
+    if (paper := PAPER.get(env.split("-")[0])) is None:
+        return None
+    paper_step, numbers = paper
+    reached = {last_step(run) for runs in by_algo.values() for run in runs}
+    steps = [s for s in (paper_step, *reversed(CHECKPOINTS)) if any(r >= s for r in reached)]
+    if not steps:
+        return None
+    algos = {}
+    for algo in [a for a in ALGO_ORDER if a in by_algo]:
+        values = np.array([v for run in by_algo[algo] if (v := best_so_far(run, steps[0])) is not None])
+        if len(values):
+            algos[algo] = {"values": values.tolist(), "mean": float(values.mean()), "mean_ci": bootstrap_ci(values, np.mean)}
+    return {"step": steps[0], "paper_step": paper_step, "paper": numbers, "algos": algos}
 
 
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -233,6 +260,7 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
                 for algo in ALGO_ORDER
                 if algo in by_algo
             }
+        env_summary["paper_metric"] = paper_metric(env, by_algo)
         env_summary["model_error_on_new_data"] = {
             algo: [
                 {"seed": run["seed"], "mean_mse": error}
@@ -294,6 +322,22 @@ def markdown(summary: dict[str, Any]) -> str:
                 )
                 parts.append(f"{LABELS[algo]} {shown}")
             lines += ["", f"Steps to a return of {threshold} (per seed): " + "; ".join(parts) + "."]
+        if paper := env_summary.get("paper_metric"):
+            parts = []
+            for algo, row in paper["algos"].items():
+                lo, hi = row["mean_ci"]
+                quoted = f" (paper: about {paper['paper'][algo]:,})" if algo in paper["paper"] else ""
+                seeds = f"{len(row['values'])} seed{'s' if len(row['values']) > 1 else ''}"
+                parts.append(f"{LABELS[algo]} {row['mean']:,.0f} [{lo:,.0f}, {hi:,.0f}], {seeds}{quoted}")
+            where = f"{paper['step']:,} steps"
+            if paper["step"] != paper["paper_step"]:
+                where += f" (the paper's figure is at {paper['paper_step']:,}, beyond these runs)"
+            lines += [
+                "",
+                f"In the TOM paper's metric (each run's best evaluation so far, mean over seeds [95% CI]) at {where}: "
+                + "; ".join(parts)
+                + ".",
+            ]
         errors = {algo: rows for algo, rows in env_summary["model_error_on_new_data"].items() if rows}
         if errors:
             parts = [

@@ -180,6 +180,28 @@ def test_report_statistics():
     assert 1.0 <= low < 3.0 < high <= 5.0
 
 
+def test_report_paper_metric_is_the_best_evaluation_so_far_and_set_beside_the_papers_numbers():
+    """The TOM paper plots the cumulative maximum of the evaluations: the report gives ours the same way."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import best_so_far, markdown, summarise
+
+    def run(algo, seed, values):
+        evaluations = [{"timesteps": 5_000 * (i + 1), "mean_return": v} for i, v in enumerate(values)]
+        return {"algo": algo, "env": "Hopper-v4", "seed": seed, "evaluations": evaluations, "wall_time_s": 1.0}
+
+    swinging = run("mbpo_tom", 0, [100.0, 900.0, 300.0, 400.0, 950.0, 200.0])
+    assert [best_so_far(swinging, s) for s in (5_000, 10_000, 20_000, 25_000, 30_000)] == [100, 900, 900, 950, 950]
+    assert best_so_far(swinging, 35_000) is None and best_so_far(swinging, 12_000) is None  # not reached, not evaluated
+    runs = {"Hopper-v4": {"mbpo_tom": [swinging, run("mbpo_tom", 1, [0.0] * 5 + [1050.0])],
+                          "mbpo": [run("mbpo", 0, [500.0] * 6)]}}  # fmt: skip
+    paper = summarise(runs)["Hopper-v4"]["paper_metric"]
+    assert paper["step"] == 25_000 and paper["paper"] == {"mbpo_tom": 900, "mbpo": 840}
+    assert paper["algos"]["mbpo_tom"]["values"] == [950.0, 0.0] and paper["algos"]["mbpo_tom"]["mean"] == 475.0
+    assert paper["algos"]["mbpo"]["values"] == [500.0]
+    text = markdown(summarise(runs))
+    assert "best evaluation so far" in text and "MBPO_TOM 475 [" in text and "(paper: about 900)" in text
+
+
 @pytest.mark.parametrize("script", ["throughput.py", "hot_loops.py", "thread_layout.py", "memory.py", "learning.py"])
 def test_benchmark_scripts_import_and_explain_themselves(script):
     """Every benchmark script imports against the current package (they are not otherwise run by the tests)."""

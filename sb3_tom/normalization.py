@@ -13,26 +13,22 @@ def fit_standardization(mean_out: th.Tensor, std_out: th.Tensor, inputs: th.Tens
     """
     Set ``mean_out`` and ``std_out`` (a network's standardisation buffers) in place to the per-column mean and unbiased
     standard deviation of ``inputs`` (``(n, d)``), leaving out the rows ``exclude`` (e.g. a holdout split) without
-    copying the rest. A (near-)constant column gets std 1.
+    copying the whole. A column (near-)constant on the kept rows gets std 1.
 
     Computed in float64, two passes over row chunks (exact constants stay exact); rounded to ``inputs``' dtype.
     """
-    rows = inputs.shape[0]
-    if exclude is None:
-        exclude = th.zeros(0, dtype=th.long, device=inputs.device)
-    left_out = inputs[exclude].double()
-    count = rows - left_out.shape[0]
+    keep = th.ones(inputs.shape[0], dtype=th.bool, device=inputs.device)
+    if exclude is not None:
+        keep[exclude] = False
+    count = int(keep.sum())
     if count < 2:
         raise ValueError(f"Need at least 2 inputs to standardise them, got {count}.")
-    total = th.zeros(inputs.shape[1], dtype=th.float64, device=inputs.device)
-    for chunk in inputs.split(tuning.STATISTICS_CHUNK_ROWS):
-        total += chunk.double().sum(0)
-    mean = (total - left_out.sum(0)) / count
-    squares = th.zeros_like(total)
-    for chunk in inputs.split(tuning.STATISTICS_CHUNK_ROWS):
-        squares += ((chunk.double() - mean) ** 2).sum(0)
-    squares -= ((left_out - mean) ** 2).sum(0)
-    std = (squares.clamp_min(0.0) / (count - 1)).sqrt()
+    # Sums over the kept rows themselves: subtracting the left-out rows' sums from the whole's would leave rounding
+    # residue in a column that is constant on the kept rows only (a std of ~1e-10 instead of 0, so a 1e10 scale)
+    chunks = list(zip(inputs.split(tuning.STATISTICS_CHUNK_ROWS), keep.split(tuning.STATISTICS_CHUNK_ROWS), strict=True))
+    mean = sum(chunk[kept].double().sum(0) for chunk, kept in chunks) / count
+    squares = sum(((chunk[kept].double() - mean) ** 2).sum(0) for chunk, kept in chunks)
+    std = (squares / (count - 1)).sqrt()
     std = th.where(std < MIN_STD, th.ones_like(std), std)
     mean_out.copy_(mean.to(inputs.dtype))
     std_out.copy_(std.to(inputs.dtype))

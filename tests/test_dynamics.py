@@ -178,6 +178,26 @@ def test_input_normalizer_leaves_out_holdout_rows_in_chunks(monkeypatch):
         ens.fit_input_normalizer(inputs[:3], exclude=th.tensor([0, 1]))
 
 
+def test_input_normalizer_keeps_a_column_constant_on_the_training_rows_unscaled():
+    """
+    A rare column (e.g. a contact force of Humanoid's 376-D observation) that is zero on every training row and
+    non-zero only on holdout rows is constant where the statistics are taken: its std must be exactly 1. Taking the
+    holdout's sums away from the whole buffer's leaves rounding residue (std ~1e-10), which scales it by ~1e10.
+    """
+    gen = th.Generator().manual_seed(0)
+    rows, hold = 10_000, 2_000
+    inputs = th.randn(rows, 4, generator=gen)
+    holdout = th.randperm(rows, generator=gen)[:hold]
+    for trial in range(40):
+        inputs[:, 3] = 0.0
+        rare = holdout[th.randperm(hold, generator=gen)[: 5 + trial % 25]]
+        inputs[rare, 3] = 0.3 * th.randn(len(rare), generator=gen) * 10.0 ** th.randint(-3, 3, (len(rare),), generator=gen)
+        ens = GaussianEnsemble(2, 2, ensemble_size=2, num_elites=1, hidden_sizes=(8,))
+        ens.fit_input_normalizer(inputs, exclude=holdout)
+        assert ens.input_std[3].item() == 1.0 and ens.input_mean[3].item() == 0.0, (trial, ens.input_std[3].item())
+        assert th.all(ens.input_std[:3] > 0.9)
+
+
 def test_targets_and_bootstrap_mapping_in_blocks(monkeypatch):
     monkeypatch.setattr("sb3_tom.tuning.BOOTSTRAP_BLOCK_COLUMNS", 64)  # many column blocks
     obs, act, rew, next_obs = make_data(300)

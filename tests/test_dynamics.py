@@ -318,6 +318,25 @@ def test_real_halfcheetah_round_keeps_the_bounds_of_its_last_epoch():
     assert not th.equal(ens.max_logvar, bounds[0][0])  # they did move during the round
 
 
+def test_resample_with_weights_whose_sum_overflows(monkeypatch):
+    """
+    KL's raw weights, unclipped (``weight_clip=None``), reach the largest finite float where ``exp(e)`` overflows:
+    their sum is infinite. The draws must still be ∝ the weights (``th.multinomial`` silently draws a wrong row
+    then) and the weighted holdout error finite, so that early stopping and the elites mean something.
+    """
+    obs, act, rew, next_obs = make_data(1000)
+    weights = th.ones(1000)
+    heavy = th.arange(0, 1000, 100)  # 10 rows
+    weights[heavy] = th.finfo(th.float32).max
+    trainer = EnsembleTrainer(small_ensemble(), max_epochs=2)
+    draws = spy(monkeypatch, trainer, "_training_rows")
+    result = trainer.fit(obs, act, rew, next_obs, sample_weight=weights, resample=True)
+    drawn = th.cat(draws).flatten()
+    assert bool(th.isin(drawn, heavy).all()), drawn.unique()[:20]
+    assert len(drawn.unique()) > 1  # all the heavy training rows, not one
+    assert np.isfinite(result.holdout_mse) and all(np.isfinite(result.member_holdout_mse))
+
+
 def test_resample_fits_the_weighted_part_of_real_hopper_data():
     """
     The official resampling scheme on real Hopper-v4 data (11-D observations, 3-D actions): with all weight on the

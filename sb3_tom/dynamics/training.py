@@ -185,6 +185,10 @@ class EnsembleTrainer:
                 raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries for {n} transitions.")
             if not bool(th.isfinite(sample_weight).all()) or bool((sample_weight < 0).any()):
                 raise ValueError("sample_weight must be finite and non-negative.")
+            if not bool(th.isfinite(sample_weight.sum())):
+                # e.g. KL's unclipped raw weights at the largest float: the draws and the early-stopping and elite
+                # decisions depend only on the weights' ratios, and th.multinomial draws wrong rows from an infinite sum
+                sample_weight = sample_weight / sample_weight.max()
         elif resample:
             raise ValueError("resample=True needs a sample_weight to draw the training rows from.")
 

@@ -198,6 +198,29 @@ def test_input_normalizer_keeps_a_column_constant_on_the_training_rows_unscaled(
         assert th.all(ens.input_std[:3] > 0.9)
 
 
+def test_input_normalizer_on_real_ant_observations_with_rare_contact_columns():
+    """
+    Real Ant-v5 data (105-D observations with contact forces, 8-D actions): columns that are non-zero on a few rows
+    only, all put in the holdout, are constant on the training rows and get std exactly 1; every other column gets
+    the training rows' own std.
+    """
+    obs, act, _, _, _ = env_transitions("Ant-v5", 2000, seed=0)
+    inputs = th.cat([obs, act], dim=1)
+    nonzero = inputs != 0
+    rare = (nonzero.sum(0) > 0) & (nonzero.sum(0) <= 200)
+    assert int(rare.sum()) >= 3, int(rare.sum())  # the case this test is about occurs in the real data
+    gen = th.Generator().manual_seed(0)
+    holdout = th.unique(th.cat([th.randperm(2000, generator=gen)[:300], nonzero[:, rare].any(1).nonzero()[:, 0]]))
+    keep = th.ones(2000, dtype=th.bool)
+    keep[holdout] = False
+    ens = GaussianEnsemble(105, 8, ensemble_size=2, num_elites=1, hidden_sizes=(8,))
+    ens.fit_input_normalizer(inputs, exclude=holdout)
+    expected = inputs[keep].double().std(0)
+    expected[expected == 0] = 1.0
+    assert bool((ens.input_std[rare] == 1.0).all())
+    th.testing.assert_close(ens.input_std.double(), expected, rtol=1e-5, atol=0.0)
+
+
 def test_targets_and_bootstrap_mapping_in_blocks(monkeypatch):
     monkeypatch.setattr("sb3_tom.tuning.BOOTSTRAP_BLOCK_COLUMNS", 64)  # many column blocks
     obs, act, rew, next_obs = make_data(300)

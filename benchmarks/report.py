@@ -86,16 +86,15 @@ def paper_metric(env: str, by_algo: dict[str, list[dict[str, Any]]]) -> dict[str
     if (paper := PAPER.get(env.split("-")[0])) is None:
         return None
     paper_step, numbers = paper
-    reached = {last_step(run) for runs in by_algo.values() for run in runs}
-    steps = [s for s in (paper_step, *reversed(CHECKPOINTS)) if any(r >= s for r in reached)]
-    if not steps:
+    furthest = max(last_step(run) for runs in by_algo.values() for run in runs)
+    if (step := next((s for s in (paper_step, *reversed(CHECKPOINTS)) if s <= furthest), None)) is None:
         return None
     algos = {}
     for algo in [a for a in ALGO_ORDER if a in by_algo]:
-        values = np.array([v for run in by_algo[algo] if (v := best_so_far(run, steps[0])) is not None])
+        values = np.array([v for run in by_algo[algo] if (v := best_so_far(run, step)) is not None])
         if len(values):
             algos[algo] = {"values": values.tolist(), "mean": float(values.mean()), "mean_ci": bootstrap_ci(values, np.mean)}
-    return {"step": steps[0], "paper_step": paper_step, "paper": numbers, "algos": algos}
+    return {"step": step, "paper_step": paper_step, "paper": numbers, "algos": algos}
 
 
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
